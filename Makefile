@@ -1,0 +1,42 @@
+# The README's two commands:  `make book`  and  `make test`.
+# Both create .venv when it is missing and install everything into it first.
+PY ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Real Amazon Beauty data shipped beside the project (CI, developer machines) acts as a pre-filled cache.
+export TTT4REC_DATA_MIRRORS ?= $(abspath ../shared/data)
+
+.PHONY: setup book book-quick test bench chromium clean vendor help
+
+help:
+	@echo "make book   - set up .venv and build the book into _build/html (quick mode on a CPU)"
+	@echo "make test   - set up .venv, build the book, run the whole test suite"
+	@echo "make bench  - benchmarks (speed ratios and memory), printed as tables"
+	@echo "make vendor - refresh the vendored MathJax / require.js / widget manager (needs npm)"
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's chromium for the rendered-page browser test (Playwright must not download its own browser).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
+
+book: setup
+	TTT4REC_QUICK=$${TTT4REC_QUICK:-1} $(VENV)/bin/jupyter-book build . --all -W --keep-going
+	@echo "Book built: open _build/html/index.html in a browser"
+
+test: setup chromium book
+	$(PYTHON) -m pytest
+
+bench: setup
+	$(PYTHON) -m ttt4rec_edu bench
+
+clean:
+	rm -rf _build

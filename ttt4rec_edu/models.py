@@ -1,0 +1,109 @@
+"""The model registry: every recommender in the project is built and used the same way.
+
+Contract (the trainer, the metrics, the book and the experiments rely on nothing else):
+
+``build_model(name, num_items, max_len, **overrides) -> torch.nn.Module`` whose
+``score_all(item_seq, lengths) -> Tensor[B, num_items + 1]`` takes a right-padded ``LongTensor[B, L]``
+of item ids (0 = padding, real ids 1..num_items) and ``lengths: LongTensor[B]`` and returns one score per
+item id; column 0 (padding) is ``-inf`` so it never ranks.
+
+Optional hooks a model may define (the trainer checks with ``hasattr``):
+
+- ``calculate_loss(item_seq, lengths, targets) -> scalar Tensor`` — its own training loss (e.g. BERT4Rec's
+  Cloze loss). Without it the trainer uses full-softmax cross-entropy over ``score_all``.
+- ``fit_statistics(item_seq, lengths, targets)`` — called once with the whole training split before training
+  (e.g. ``pop`` counts item frequencies). A model without trainable parameters is not gradient-trained.
+- ``set_adapt_at_test(flag: bool)`` — models with test-time adaptation (TTT4Rec) can switch it off at evaluation.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Dict, List
+
+import torch
+from torch import nn
+
+ModelFactory = Callable[..., nn.Module]
+_REGISTRY: Dict[str, ModelFactory] = {}
+
+# Modules that register models when imported. Imported lazily so that `import ttt4rec_edu.models`
+# stays cheap and a broken optional model cannot break the others' import.
+_PROVIDERS = (
+    "ttt4rec_edu.model",
+    "ttt4rec_edu.baselines",
+)
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: ``@register_model("sasrec")`` on a factory ``f(num_items, max_len, **overrides)``."""
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"model name {name!r} is registered twice")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def _load_providers() -> None:
+    for module in _PROVIDERS:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a provider that does not exist (yet) registers nothing
+            if err.name != module:
+                raise
+
+
+def available_models() -> List[str]:
+    """Names accepted by :func:`build_model`, sorted."""
+    _load_providers()
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, num_items: int, max_len: int, **overrides) -> nn.Module:
+    """Build the model registered as ``name`` for ``num_items`` real items and contexts of ``max_len``."""
+    _load_providers()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if num_items < 1:
+        raise ValueError(f"num_items must be >= 1, got {num_items}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    return _REGISTRY[name](num_items=num_items, max_len=max_len, **overrides)
+
+
+class PopularityRecommender(nn.Module):
+    """``pop``: score every item by how often it is a training target (RecBole's ``Pop``).
+
+    The simplest honest reference: it ignores the user's history entirely, so any sequential model
+    should beat it. ``fit_statistics`` counts targets of the training split; there is nothing to learn
+    by gradient descent.
+    """
+
+    def __init__(self, num_items: int, max_len: int):
+        super().__init__()
+        self.num_items = num_items
+        self.max_len = max_len
+        self.register_buffer("item_count", torch.zeros(num_items + 1, dtype=torch.float64))
+
+    @torch.no_grad()
+    def fit_statistics(self, item_seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> None:
+        counts = torch.bincount(targets.reshape(-1).cpu(), minlength=self.num_items + 1).to(torch.float64)
+        self.item_count.copy_(counts[: self.num_items + 1].to(self.item_count.device))
+
+    def score_all(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, L), (B,) -> (B, num_items + 1)``: the same popularity row for every sequence."""
+        scores = self.item_count.to(torch.float32).clone()
+        scores[0] = float("-inf")
+        return scores.unsqueeze(0).expand(item_seq.shape[0], -1)
+
+    def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.score_all(item_seq, lengths)
+
+
+@register_model("pop")
+def _build_pop(num_items: int, max_len: int, **overrides) -> nn.Module:
+    if overrides:
+        raise TypeError(f"pop takes no options, got {sorted(overrides)}")
+    return PopularityRecommender(num_items, max_len)
