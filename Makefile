@@ -36,7 +36,7 @@ test: setup chromium book
 	$(PYTHON) -m pytest
 
 bench: setup
-	$(PYTHON) -m ttt4rec_edu bench
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
 
 clean:
 	rm -rf _build

@@ -13,6 +13,9 @@ Optional hooks a model may define (the trainer checks with ``hasattr``):
   Cloze loss). Without it the trainer uses full-softmax cross-entropy over ``score_all``.
 - ``fit_statistics(item_seq, lengths, targets)`` — called once with the whole training split before training
   (e.g. ``pop`` counts item frequencies). A model without trainable parameters is not gradient-trained.
+- ``encode(item_seq, lengths) -> Tensor[B, d]`` and ``item_table() -> Tensor[num_items + 1, d]`` — for models
+  whose scores are ``encode @ item_table().T`` (all the neural ones). The metrics then score in item chunks and
+  the trainer can use an exact chunked cross-entropy, so 1.28 M Gowalla items never need a ``B × N`` matrix.
 - ``set_adapt_at_test(flag: bool)`` — models with test-time adaptation (TTT4Rec) can switch it off at evaluation.
 """
 from __future__ import annotations
