@@ -1,0 +1,88 @@
+"""From an interaction table to users' chronological sequences: the paper's filters and the id remapping.
+
+Filters (RecBole's ``user_inter_num_interval = [m, inf)`` / ``item_inter_num_interval = [k, inf)``):
+drop every user with fewer than ``m`` interactions and every item with fewer than ``k``, then count again —
+dropping items can push a user below ``m`` and vice versa — until nothing changes. The result is the
+largest sub-table where every user has ``>= m`` and every item ``>= k`` interactions (the "(m, k)-core"),
+and it does not depend on the order of the removals. Repeated interactions (the same user and item twice)
+are kept and counted, as RecBole does by default.
+
+Sequences: each user's interactions are sorted by time with a *stable* sort, so interactions with equal
+timestamps keep their file order. Items are renumbered ``1..N`` in order of first appearance in the sorted
+sequences (0 stays the padding id); users keep their order of first appearance in the file.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .protocol import SequenceData
+from .readers import FilteredOutError
+
+
+def filter_interactions(df: pd.DataFrame, min_user_inter: Optional[int] = None,
+                        min_item_inter: Optional[int] = None, name: str = "data") -> pd.DataFrame:
+    """Rows of ``df`` that survive the repeated user/item count filters (row order kept).
+
+    ``None`` or a value ``<= 1`` switches a filter off. Raises :class:`FilteredOutError` when no
+    interaction is left.
+    """
+    min_user = int(min_user_inter or 0)
+    min_item = int(min_item_inter or 0)
+    if len(df) == 0:
+        raise FilteredOutError(f"{name}: there are no interactions to filter")
+    if min_user <= 1 and min_item <= 1:
+        return df
+    # Integer codes make each round two bincounts instead of two group-bys.
+    user_code, user_uniques = pd.factorize(df["user"], sort=False)
+    item_code, item_uniques = pd.factorize(df["item"], sort=False)
+    keep = np.ones(len(df), dtype=bool)
+    rounds = 0
+    while True:
+        rounds += 1
+        user_count = np.bincount(user_code[keep], minlength=len(user_uniques))
+        item_count = np.bincount(item_code[keep], minlength=len(item_uniques))
+        # Like RecBole, judge users and items on the same counts, then drop both at once.
+        drop = keep & ((user_count[user_code] < min_user) | (item_count[item_code] < min_item))
+        if not drop.any():
+            break
+        keep &= ~drop
+        if not keep.any():
+            raise FilteredOutError(
+                f"{name}: every user was filtered out (users need >= {min_user} interactions, items "
+                f">= {min_item}; {len(df)} interactions, {len(user_uniques)} users, {len(item_uniques)} "
+                f"items before filtering). Lower min_user_inter / min_item_inter.")
+    out = df.loc[keep] if not keep.all() else df.copy(deep=False)
+    out.attrs = dict(df.attrs, filter_rounds=rounds)
+    return out
+
+
+def to_sequences(df: pd.DataFrame, name: str = "data") -> SequenceData:
+    """Users' chronological item sequences from an interaction table (``user``, ``item``, ``timestamp``).
+
+    Ties in time keep file order. ``item_tokens[j - 1]`` is the file's id of item ``j``; ``user_tokens[u]``
+    the file's id of user ``u``.
+    """
+    if len(df) == 0:
+        raise FilteredOutError(f"{name}: no interactions, so no user sequences")
+    user_code, user_uniques = pd.factorize(df["user"], sort=False)
+    timestamp = df["timestamp"].to_numpy(dtype=np.float64)
+    # np.lexsort sorts by the last key first (user, then time) and is stable: equal times keep file order.
+    order = np.lexsort((timestamp, user_code))
+    items_sorted = df["item"].to_numpy()[order]
+    item_code, item_uniques = pd.factorize(items_sorted, sort=False)
+    item_ids = item_code.astype(np.int64) + 1
+    counts = np.bincount(user_code, minlength=len(user_uniques))
+    sequences = np.split(item_ids, np.cumsum(counts)[:-1])
+    return SequenceData(
+        sequences=sequences,
+        num_items=len(item_uniques),
+        name=name,
+        user_tokens=[str(u) for u in user_uniques],
+        item_tokens=[str(i) for i in item_uniques],
+    )
+
+
+__all__ = ["filter_interactions", "to_sequences"]
