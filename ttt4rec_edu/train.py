@@ -1,0 +1,464 @@
+"""The outer training loop, as in the paper's official (RecBole 1.2) setup.
+
+What one run does, in order:
+
+1. check that the output folder can be written (before any work is spent);
+2. ``model.fit_statistics(item_seq, lengths, targets)`` once with the whole training split as CPU tensors,
+   when the model has it (e.g. ``pop``);
+3. for models with trainable parameters, epochs of Adam (lr 1e-3, batch 2048) on the full-softmax
+   cross-entropy over all items (or the model's own ``calculate_loss``), shuffling the training samples with
+   an explicit ``torch.Generator`` so that the order is part of the checkpoint;
+4. after every epoch: HR/NDCG on the validation split, a checkpoint (atomic: temp file + rename), and
+   RecBole's early-stopping rule on valid NDCG@10 — an epoch whose score is ``>=`` the best so far resets the
+   counter; training stops once more than ``patience`` epochs in a row did not;
+5. the best epoch's weights are restored and the test split is evaluated; ``metrics.json`` is written
+   (atomically, so a failed run never leaves a half-written or wrong file behind).
+
+``resume=True`` continues a killed run from its last checkpoint: model, optimizer, every RNG (Python, NumPy,
+torch CPU/CUDA and the shuffling generator), epoch counter, best score, best weights and history are restored,
+so the resumed run ends with exactly the metrics of an uninterrupted one (tests/test_train.py checks this).
+
+The loop is split into one :func:`train_epoch` and one evaluation call site (:func:`_evaluate_split`) so a
+data-parallel (DDP) version only has to wrap those two places.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses
+from .metrics import DEFAULT_MEMORY_BUDGET, evaluate, has_embedding_hooks
+from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+CHECKPOINT_FORMAT = 1
+
+
+class TrainError(RuntimeError):
+    """Base class of the trainer's expected errors (the command line prints them without a traceback)."""
+
+
+class OutputDirError(TrainError):
+    """The output folder cannot be created or written."""
+
+
+class ResumeError(TrainError):
+    """The checkpoint cannot be resumed: missing output folder, unreadable file, or another model/config."""
+
+
+class NonFiniteLossError(TrainError):
+    """The training loss became NaN or infinite."""
+
+
+class ModelCapabilityError(TrainError):
+    """The configuration asks for something the model does not support (e.g. ``adapt_at_test=False``)."""
+
+
+@dataclass
+class TrainConfig:
+    """Outer-loop settings. Defaults are the paper's / official config's (RecBole 1.2)."""
+
+    epochs: int = 300                 # upper bound; early stopping usually ends much sooner
+    lr: float = 1e-3                  # Adam
+    weight_decay: float = 0.0
+    batch_size: int = 2048            # training batch
+    eval_batch_size: int = 4096
+    patience: int = 5                 # RecBole's stopping_step
+    valid_metric: str = "ndcg@10"     # early stopping and best-epoch selection
+    ks: Tuple[int, ...] = (10, 50)
+    seed: int = 2020                  # RecBole's default seed
+    device: str = "auto"              # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    bf16: bool = False                # bfloat16 autocast for the forward pass, CUDA only
+    max_train_batches: Optional[int] = None  # cap batches per epoch (tiny runs, smoke tests)
+    adapt_at_test: bool = True        # False → model.set_adapt_at_test(False) during evaluation
+    item_chunk: Optional[int] = None  # items scored at once in evaluation (None: from the memory budget)
+    eval_memory_budget: int = DEFAULT_MEMORY_BUDGET
+    progress: bool = True             # tqdm bars on stderr
+
+    def validate(self) -> None:
+        problems = []
+        if self.epochs < 0:
+            problems.append(f"epochs must be >= 0, got {self.epochs}")
+        if self.patience < 0:
+            problems.append(f"patience must be >= 0, got {self.patience}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.eval_batch_size < 1:
+            problems.append(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if self.max_train_batches is not None and self.max_train_batches < 1:
+            problems.append(f"max_train_batches must be >= 1, got {self.max_train_batches}")
+        if not self.ks or any(int(k) < 1 for k in self.ks):
+            problems.append(f"ks must be positive cut-offs, got {self.ks}")
+        allowed = {f"{m}@{k}" for m in ("hr", "ndcg") for k in self.ks}
+        if self.valid_metric not in allowed:
+            problems.append(f"valid_metric must be one of {sorted(allowed)}, got {self.valid_metric!r}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ks"] = list(self.ks)
+        return d
+
+
+# Settings that may differ between a run and its resumption without changing what is computed up to the
+# checkpoint: how long to go on, where to run, how to display.
+_RESUMABLE_CHANGES = {"epochs", "patience", "device", "progress", "eval_batch_size", "item_chunk",
+                      "eval_memory_budget"}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and prove a file can be written there, or raise :class:`OutputDirError`."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-", delete=True) as fh:
+            fh.write(b"ok")
+            fh.flush()
+    except OSError as err:
+        raise OutputDirError(f"output directory {str(out_dir)!r} is not writable: {err.strerror or err}") \
+            from None
+
+
+def _trainable_parameters(model: nn.Module) -> List[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _rng_state(generator: torch.Generator) -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": _to_lists(random.getstate()),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "torch": torch.get_rng_state(),
+        "shuffle": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(_to_tuples(state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(obj):
+    return [_to_lists(x) for x in obj] if isinstance(obj, (list, tuple)) else obj
+
+
+def _to_tuples(obj):
+    return tuple(_to_tuples(x) for x in obj) if isinstance(obj, (list, tuple)) else obj
+
+
+def _cpu_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _fingerprint(model: nn.Module, splits, config: TrainConfig, run_info: Optional[dict]) -> Dict[str, Any]:
+    """What must be identical for a checkpoint to be resumed: model architecture, data and the settings
+    that shape the computation so far (everything but :data:`_RESUMABLE_CHANGES`)."""
+    return {
+        "model_class": type(model).__name__,
+        "model_name": (run_info or {}).get("model"),
+        "model_options": (run_info or {}).get("model_options"),
+        "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "data": {"num_items": int(splits.num_items), "max_len": int(splits.max_len), "split": str(splits.split),
+                 "train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test)},
+        "config": {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES},
+    }
+
+
+def _fingerprint_diff(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
+    diffs = []
+    for key in current:
+        a, b = saved.get(key), current[key]
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                if a.get(sub) != b.get(sub):
+                    diffs.append(f"{key}.{sub}: checkpoint {a.get(sub)!r} vs now {b.get(sub)!r}")
+        else:
+            diffs.append(f"{key}: checkpoint {a!r} vs now {b!r}")
+    return diffs
+
+
+def batch_loss(model: nn.Module, item_seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+               num_items: int) -> torch.Tensor:
+    """Training loss of one batch (scalar).
+
+    ``model.calculate_loss`` when the model defines one; otherwise full-softmax cross-entropy over all items
+    ``1..num_items``: exactly, in item chunks (``ttt4rec_edu.losses``), for models with ``encode`` +
+    ``item_table`` whose ``(B, N)`` logits would not fit the memory budget, else from ``score_all``
+    (column 0 is ``-inf``, so the padding id gets no probability).
+    """
+    if callable(getattr(model, "calculate_loss", None)):
+        return model.calculate_loss(item_seq, lengths, targets)
+    if has_embedding_hooks(model):
+        chunk = losses.choose_chunk(item_seq.shape[0], num_items)
+        if chunk is not None:
+            return losses.chunked_cross_entropy(model.encode(item_seq, lengths), model.item_table(), targets, chunk)
+    scores = model.score_all(item_seq, lengths)
+    return F.cross_entropy(scores.float(), targets)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if bf16 and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+# ------------------------------------------------------------------------------------ the two call sites
+
+
+def train_epoch(model: nn.Module, sample_set, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                config: TrainConfig, device: torch.device, epoch: int, num_items: int) -> Dict[str, float]:
+    """One pass over the (shuffled) training samples. Returns ``{"loss", "samples", "time_s", "samples_per_s"}``.
+
+    The permutation is drawn from ``generator`` even when ``max_train_batches`` cuts the epoch short, so the
+    generator advances by the same amount every epoch.
+    """
+    model.train()
+    n = len(sample_set)
+    order = torch.randperm(n, generator=generator)
+    num_batches = math.ceil(n / config.batch_size)
+    if config.max_train_batches is not None:
+        num_batches = min(num_batches, config.max_train_batches)
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_batches, desc=f"epoch {epoch}", unit="batch", leave=False)
+    total_loss, seen = 0.0, 0
+    start_time = time.perf_counter()
+    try:
+        for step in range(num_batches):
+            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            item_seq, lengths, targets = (t.to(device) for t in sample_set.batch(index))
+            with _autocast(device, config.bf16):
+                loss = batch_loss(model, item_seq, lengths, targets, num_items)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"training loss became {value} at epoch {epoch}, step {step + 1} of {num_batches}; "
+                    f"try a smaller learning rate (now {config.lr}) or bf16 off")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += value * len(index)
+            seen += len(index)
+            if bar is not None:
+                elapsed = max(time.perf_counter() - start_time, 1e-9)
+                bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{seen / elapsed:.0f}")
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - start_time
+    return {"loss": total_loss / max(seen, 1), "samples": seen, "time_s": elapsed,
+            "samples_per_s": seen / max(elapsed, 1e-9)}
+
+
+def _evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: torch.device,
+                    desc: str) -> Dict[str, float]:
+    """The one evaluation call site: HR/NDCG@ks, with test-time adaptation switched as configured."""
+    if not config.adapt_at_test:
+        model.set_adapt_at_test(False)
+    try:
+        with _autocast(device, config.bf16):
+            return evaluate(model, sample_set, ks=config.ks, batch_size=config.eval_batch_size, device=device,
+                            item_chunk=config.item_chunk, memory_budget=config.eval_memory_budget,
+                            progress=config.progress, desc=desc)
+    finally:
+        if not config.adapt_at_test:
+            model.set_adapt_at_test(True)
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+
+def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_dir=None, resume: bool = False,
+          data_stats: Optional[dict] = None, run_info: Optional[dict] = None) -> Dict[str, Any]:
+    """Train ``model`` on ``splits.train``, early-stop on ``splits.valid``, report ``splits.test``.
+
+    Args:
+        model: a registry model (``score_all`` + optional hooks, see ``ttt4rec_edu.models``).
+        splits: :class:`ttt4rec_edu.data.Splits`.
+        config: :class:`TrainConfig` (defaults: the paper's).
+        out_dir: folder for ``checkpoint.pt`` and ``metrics.json``; ``None`` keeps everything in memory.
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists (a fresh run otherwise).
+        data_stats: dataset statistics stored under ``"data"`` in the result.
+        run_info: extra facts recorded in the result (the command line stores the model name and options);
+            ``model`` and ``model_options`` in it are also part of the resume check.
+
+    Returns:
+        the ``metrics.json`` content: ``valid`` and ``test`` metric dicts (``hr@10``, ``hr@50``, ``ndcg@10``,
+        ``ndcg@50``), ``best_epoch``, ``epochs``, ``stopped_early``, ``history``, ``config``, ``data``,
+        ``device``, ``train_time_s``, ``run``.
+    """
+    config = TrainConfig() if config is None else config
+    config.validate()
+    out_path = Path(out_dir) if out_dir is not None else None
+    if resume and out_path is None:
+        raise ResumeError("resume=True needs an output directory holding the checkpoint")
+    if out_path is not None:
+        _check_out_dir(out_path)
+    if not config.adapt_at_test and not callable(getattr(model, "set_adapt_at_test", None)):
+        raise ModelCapabilityError(
+            f"adapt_at_test=False was requested but {type(model).__name__} has no set_adapt_at_test(); "
+            "only models with test-time adaptation (e.g. ttt4rec) support it")
+    if len(splits.train) == 0 or len(splits.valid) == 0 or len(splits.test) == 0:
+        raise ValueError(f"every split needs samples, got {splits.counts()}")
+
+    device = resolve_device(config.device)
+    if config.bf16 and device.type != "cuda" and config.progress:
+        print(f"note: bf16 autocast is CUDA-only; running in float32 on {device}", flush=True)
+    set_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.to(device)
+
+    if callable(getattr(model, "fit_statistics", None)):
+        item_seq, lengths, targets = splits.train.batch()
+        model.fit_statistics(item_seq, lengths, targets)
+
+    params = _trainable_parameters(model)
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay) if params else None
+    fingerprint = _fingerprint(model, splits, config, run_info)
+
+    state = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "best_state": None, "bad_epochs": 0,
+             "history": [], "stopped_early": False, "train_time_s": 0.0}
+    ckpt_path = out_path / CHECKPOINT_NAME if out_path is not None else None
+    if resume and ckpt_path.exists():
+        state = _load_checkpoint(ckpt_path, model, optimizer, generator, fingerprint, device)
+        if config.progress:
+            print(f"resuming from {ckpt_path} after epoch {state['epoch']}", flush=True)
+    elif resume and config.progress:
+        print(f"no checkpoint in {out_path}; starting a fresh run", flush=True)
+
+    if optimizer is not None:
+        while state["epoch"] < config.epochs and not state["stopped_early"]:
+            epoch = state["epoch"] + 1
+            stats = train_epoch(model, splits.train, optimizer, generator, config, device, epoch,
+                                splits.num_items)
+            valid_start = time.perf_counter()
+            valid = _evaluate_split(model, splits.valid, config, device, desc=f"valid {epoch}")
+            eval_time = time.perf_counter() - valid_start
+            score = valid[config.valid_metric]
+            if score >= state["best_metric"]:  # RecBole: ties count as improvement (the later epoch wins)
+                state.update(best_metric=score, best_epoch=epoch, best_state=_cpu_state_dict(model),
+                             bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+                if state["bad_epochs"] > config.patience:
+                    state["stopped_early"] = True
+            state["epoch"] = epoch
+            state["train_time_s"] += stats["time_s"] + eval_time
+            state["history"].append({"epoch": epoch, "loss": stats["loss"], "valid": valid,
+                                     "samples_per_s": stats["samples_per_s"],
+                                     "time_s": stats["time_s"] + eval_time})
+            if config.progress:
+                shown = " ".join(f"{k}={v:.4f}" for k, v in valid.items())
+                print(f"epoch {epoch}: loss={stats['loss']:.4f} {shown} "
+                      f"({stats['samples_per_s']:.0f} samples/s)", flush=True)
+            if ckpt_path is not None:
+                _save_checkpoint(ckpt_path, model, optimizer, generator, fingerprint, state)
+        if state["best_state"] is not None:
+            model.load_state_dict(state["best_state"])
+
+    valid = _evaluate_split(model, splits.valid, config, device, desc="valid (best)")
+    test = _evaluate_split(model, splits.test, config, device, desc="test")
+    result = {
+        "valid": valid,
+        "test": test,
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"],
+        "stopped_early": state["stopped_early"],
+        "trainable_parameters": int(sum(p.numel() for p in params)),
+        "config": config.to_dict(),
+        "data": dict(data_stats or {}, **splits.counts(), num_items=int(splits.num_items),
+                     max_len=int(splits.max_len), split=str(splits.split)),
+        "history": state["history"],
+        "device": str(device),
+        "train_time_s": state["train_time_s"],
+        "run": dict(run_info or {}),
+    }
+    if out_path is not None:
+        atomic_write_json(out_path / METRICS_NAME, _json_safe(result))
+    return result
+
+
+def _save_checkpoint(path: Path, model: nn.Module, optimizer, generator: torch.Generator,
+                     fingerprint: Dict[str, Any], state: Dict[str, Any]) -> None:
+    atomic_torch_save({
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": json.dumps(fingerprint, sort_keys=True),
+        "model": _cpu_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "rng": _rng_state(generator),
+        "state": {**state, "history": json.dumps(state["history"]),
+                  "best_metric": float(state["best_metric"])},
+    }, path)
+
+
+def _load_checkpoint(path: Path, model: nn.Module, optimizer, generator: torch.Generator,
+                     fingerprint: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unreadable or not a checkpoint at all
+        raise ResumeError(f"cannot read checkpoint {path}: {err}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ResumeError(f"{path} is not a ttt4rec_edu checkpoint (format {CHECKPOINT_FORMAT})")
+    saved = json.loads(ckpt["fingerprint"])
+    diffs = _fingerprint_diff(saved, json.loads(json.dumps(fingerprint, sort_keys=True)))
+    if diffs:
+        raise ResumeError(f"checkpoint {path} belongs to another model/config and cannot be resumed: "
+                          + "; ".join(diffs[:8]) + ("; ..." if len(diffs) > 8 else ""))
+    if optimizer is None:
+        raise ResumeError(f"checkpoint {path} has optimizer state but the model has no trainable parameters")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    _set_rng_state(ckpt["rng"], generator)
+    state = dict(ckpt["state"])
+    state["history"] = json.loads(state["history"])
+    return state
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    return obj
+
+
+__all__ = ["TrainConfig", "TrainError", "OutputDirError", "ResumeError", "NonFiniteLossError",
+           "ModelCapabilityError", "train", "train_epoch", "batch_loss", "CHECKPOINT_NAME", "METRICS_NAME"]
