@@ -166,7 +166,7 @@ def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
     snapshots = {}
     model = fresh_model()
 
-    def fake_evaluate_split(m, sample_set, config, device, desc):
+    def fake_evaluate_split(m, sample_set, config, device, desc, dist=None):
         if desc.startswith("valid ") and desc.split()[-1].isdigit():
             epoch = int(desc.split()[-1])
             snapshots[epoch] = {k: v.clone() for k, v in m.state_dict().items()}
@@ -297,3 +297,30 @@ def test_batch_loss_is_full_softmax_cross_entropy_chunked_or_not(monkeypatch):
     monkeypatch.setattr(losses, "choose_chunk", lambda batch, num_items: 7)  # as if the catalogue were huge
     chunked = batch_loss(model, item_seq, lengths, targets, splits.num_items)
     assert torch.allclose(plain, by_hand, atol=1e-6) and torch.allclose(chunked, by_hand, atol=1e-6)
+
+
+def test_loss_chunk_setting_selects_plain_or_chunked_loss_with_equal_values(monkeypatch):
+    import ttt4rec_edu.losses as losses
+    from ttt4rec_edu.train import batch_loss
+
+    splits = tiny_splits()
+    model = fresh_model()
+    model.eval()
+    item_seq, lengths, targets = splits.train.batch(torch.arange(20))
+    calls = []
+    real_chunked = losses.chunked_cross_entropy
+    monkeypatch.setattr(losses, "chunked_cross_entropy",
+                        lambda h, table, y, chunk: calls.append(chunk) or real_chunked(h, table, y, chunk))
+    auto = batch_loss(model, item_seq, lengths, targets, splits.num_items)           # tiny catalogue: plain
+    assert calls == []
+    forced = batch_loss(model, item_seq, lengths, targets, splits.num_items, loss_chunk=7)
+    assert calls == [7]
+    monkeypatch.setattr(losses, "choose_chunk", lambda batch, num_items: 5)          # as if it were huge
+    batch_loss(model, item_seq, lengths, targets, splits.num_items, loss_chunk="auto")
+    off = batch_loss(model, item_seq, lengths, targets, splits.num_items, loss_chunk="off")
+    assert calls == [7, 5]                                                           # "off" never chunks
+    assert torch.allclose(auto, forced, atol=1e-6) and torch.allclose(auto, off, atol=1e-6)
+    for bad in (0, -3, "sometimes", True):
+        with pytest.raises(ValueError, match="loss_chunk must be"):
+            TrainConfig(loss_chunk=bad).validate()
+    TrainConfig(loss_chunk=4096).validate()

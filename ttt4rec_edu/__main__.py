@@ -1,4 +1,7 @@
-"""Command line: ``python -m ttt4rec_edu {data stats, train, model-summary} ...`` (``--help`` on each).
+"""Command line: ``python -m ttt4rec_edu {data stats, train, reproduce, model-summary} ...`` (``--help`` on each).
+
+``train`` also runs data-parallel under ``torchrun --nproc_per_node N -m ttt4rec_edu train ...``
+(``ttt4rec_edu.distributed``); ``reproduce`` reruns the paper's tables (``ttt4rec_edu.experiments``).
 
 Every expected problem (unknown dataset, missing file, malformed split, bad max length, unknown model,
 unwritable output folder, a checkpoint of another run) ends with one ``error: ...`` line on stderr and exit
@@ -31,8 +34,13 @@ examples:
   python -m ttt4rec_edu train --model ttt4rec --data clicks.csv --model-arg num_blocks=2 --resume --out runs/t
   python -m ttt4rec_edu train --model ttt4rec --data synthetic --adapt-at-test off --max-train-batches 5
 
+  torchrun --nproc_per_node 4 -m ttt4rec_edu train --model ttt4rec --data gowalla --out runs/ttt-gowalla
+
 The run writes OUT/metrics.json (valid and test HR@10/50, NDCG@10/50, config, data statistics, per-epoch
 history) and OUT/checkpoint.pt after every epoch; --resume continues a killed run from that checkpoint.
+Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set) the run is data-parallel: each process takes a slice of every
+global batch of --batch-size samples, gradients are summed across processes (gloo on CPU, nccl on GPU, one GPU
+per process: cuda:LOCAL_RANK), evaluation is sharded and gathered, and only rank 0 prints and writes files.
 """
 
 SUMMARY_EXAMPLES = """\
@@ -45,12 +53,14 @@ examples:
 MAIN_EXAMPLES = """\
 commands:
   data stats      dataset statistics and train/valid/test sample counts
-  train           train a model and write OUT/metrics.json
+  train           train a model and write OUT/metrics.json (data-parallel under torchrun)
+  reproduce       rerun the paper's Tables 2-4 (or the CPU-scale 'beauty' table) beside the paper's numbers
   model-summary   parameter counts of a model, per submodule
 
 examples:
   python -m ttt4rec_edu data stats --data amazon-beauty
   python -m ttt4rec_edu train --model pop --data amazon-beauty --out runs/pop
+  python -m ttt4rec_edu reproduce --table 2 --device cuda --out results/
   python -m ttt4rec_edu model-summary --model ttt4rec
 """
 
@@ -110,6 +120,27 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def _loss_chunk(text: str):
+    """``auto`` | ``off`` | a positive number of items → ``"auto"``, ``"off"`` or ``int``."""
+    value = text.strip().lower()
+    if value in {"auto", "off"}:
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a positive number of items, got {text!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"the loss chunk must be a positive number of items, got {number}")
+    return number
+
+
+def add_loss_chunk_option(group) -> None:
+    group.add_argument("--loss-chunk", type=_loss_chunk, default="auto", metavar="auto|off|N",
+                       help="exact full-softmax loss in item chunks: auto (only when the (batch x items) logits "
+                            "would not fit, e.g. Gowalla's 1.28 M items), off (always plain), or N items per "
+                            "chunk (default auto; all give the same loss)")
 
 
 def _on_off(text: str) -> bool:
@@ -216,10 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most N training batches per epoch (quick runs)")
     g.add_argument("--adapt-at-test", type=_on_off, default=True, metavar="on|off",
                    help="off: switch test-time adaptation off during evaluation (models that support it)")
+    add_loss_chunk_option(g)
     g.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/MODEL-DATA)")
     g.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     g.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     tr.set_defaults(handler=cmd_train)
+
+    from .experiments import add_reproduce_parser
+
+    add_reproduce_parser(commands)
 
     ms = commands.add_parser("model-summary", help="parameter counts per submodule",
                              formatter_class=_RAW, epilog=SUMMARY_EXAMPLES,
@@ -272,15 +308,23 @@ def _build_model(name: str, num_items: int, max_len: int, overrides: Dict[str, A
         raise CliError(f"model {name!r} rejected the options {overrides}: {err}") from None
 
 
-def _load_data(args):
-    """The ``SequenceData`` named by ``--data`` (registry name, file path or ``synthetic``)."""
+def load_data_source(name_or_path: str, format: Optional[str] = None, min_user_inter: Optional[int] = None,
+                     min_item_inter: Optional[int] = None, cache_dir: Optional[str] = None,
+                     offline: bool = False):
+    """The ``SequenceData`` named by a ``--data`` value: a registry name, a file path or ``synthetic``
+    (the drift generator's defaults). Shared by ``train``, ``data stats`` and ``reproduce``."""
     from . import data as data_pkg
 
-    if args.data.strip().lower() == "synthetic":
+    if str(name_or_path).strip().lower() == "synthetic":
         return data_pkg.make_drift_data()
-    return data_pkg.load_dataset(args.data, format=args.format, min_user_inter=args.min_user_inter,
-                                 min_item_inter=args.min_item_inter, cache_dir=args.cache_dir,
-                                 download=not args.offline)
+    return data_pkg.load_dataset(name_or_path, format=format, min_user_inter=min_user_inter,
+                                 min_item_inter=min_item_inter, cache_dir=cache_dir, download=not offline)
+
+
+def _load_data(args):
+    """The ``SequenceData`` named by ``--data`` (registry name, file path or ``synthetic``)."""
+    return load_data_source(args.data, format=args.format, min_user_inter=args.min_user_inter,
+                            min_item_inter=args.min_item_inter, cache_dir=args.cache_dir, offline=args.offline)
 
 
 def _effective_max_len(args, data) -> int:
@@ -325,28 +369,49 @@ def cmd_data_stats(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from . import distributed
+
+    _check_model_name(args.model)
+    try:
+        context = distributed.init_from_env(args.device)  # None unless started by torchrun
+    except (RuntimeError, ValueError) as err:
+        raise CliError(f"torchrun / --device {args.device}: {err}") from None
+    try:
+        code = _train(args, context)
+    except BaseException:  # no barrier: the other ranks may never reach it (torchrun stops them)
+        distributed.shutdown(context, barrier=False)
+        raise
+    distributed.shutdown(context)
+    return code
+
+
+def _train(args, context) -> int:
     from .train import TrainConfig, _check_out_dir, train
     from .utils import resolve_device, set_seed
 
-    _check_model_name(args.model)
     try:
         resolve_device(args.device)
     except RuntimeError as err:
         raise CliError(f"--device {args.device}: {err}") from None
+    device = str(context.device) if context is not None else args.device
+    is_main = context is None or context.is_main
     overrides = _model_overrides(args)
     out_dir = Path(args.out) if args.out else Path("runs") / f"{args.model}-{Path(args.data).stem}"
     _check_out_dir(out_dir)  # before any data is read or any epoch is spent
     data, splits, stats, max_len = _stats_and_splits(args)
     config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          eval_batch_size=args.eval_batch_size, patience=args.patience, seed=args.seed,
-                         device=args.device, bf16=args.bf16, max_train_batches=args.max_train_batches,
-                         adapt_at_test=args.adapt_at_test, progress=not args.no_progress)
+                         device=device, bf16=args.bf16, max_train_batches=args.max_train_batches,
+                         adapt_at_test=args.adapt_at_test, loss_chunk=args.loss_chunk,
+                         progress=not args.no_progress and is_main)
     set_seed(args.seed)  # the model's initial weights depend on the seed too
     model = _build_model(args.model, splits.num_items, max_len, overrides)
     run_info = {"model": args.model, "model_options": overrides, "data": args.data, "format": args.format,
                 "data_name": data.name, "max_len": max_len, "split": args.split}
     result = train(model, splits, config, out_dir=out_dir, resume=args.resume, data_stats=stats,
-                   run_info=run_info)
+                   run_info=run_info, dist=context)
+    if not is_main:
+        return 0
     test = result["test"]
     shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
     print(f"test: {shown}")

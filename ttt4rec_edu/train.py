@@ -18,8 +18,11 @@ What one run does, in order:
 torch CPU/CUDA and the shuffling generator), epoch counter, best score, best weights and history are restored,
 so the resumed run ends with exactly the metrics of an uninterrupted one (tests/test_train.py checks this).
 
-The loop is split into one :func:`train_epoch` and one evaluation call site (:func:`_evaluate_split`) so a
-data-parallel (DDP) version only has to wrap those two places.
+The loop is split into one :func:`train_epoch` and one evaluation call site (:func:`_evaluate_split`) so
+data-parallel training only touches those two places. Under ``torchrun`` (see ``ttt4rec_edu.distributed``)
+``train(..., dist=context)`` gives every rank a disjoint shard of each global batch, sums the gradients
+across ranks before the optimizer step, shards the evaluation and gathers the ranks; only rank 0 prints and
+writes files. With ``dist=None`` (the default) nothing of this runs: the single-process path is unchanged.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -86,6 +89,7 @@ class TrainConfig:
     adapt_at_test: bool = True        # False → model.set_adapt_at_test(False) during evaluation
     item_chunk: Optional[int] = None  # items scored at once in evaluation (None: from the memory budget)
     eval_memory_budget: int = DEFAULT_MEMORY_BUDGET
+    loss_chunk: Union[int, str] = "auto"  # "auto": chunked CE only when logits would not fit; "off"; or N items
     progress: bool = True             # tqdm bars on stderr
 
     def validate(self) -> None:
@@ -102,6 +106,9 @@ class TrainConfig:
             problems.append(f"lr must be a positive number, got {self.lr}")
         if self.max_train_batches is not None and self.max_train_batches < 1:
             problems.append(f"max_train_batches must be >= 1, got {self.max_train_batches}")
+        if not (self.loss_chunk in ("auto", "off") or
+                (isinstance(self.loss_chunk, int) and not isinstance(self.loss_chunk, bool) and self.loss_chunk >= 1)):
+            problems.append(f"loss_chunk must be 'auto', 'off' or a positive number of items, got {self.loss_chunk!r}")
         if not self.ks or any(int(k) < 1 for k in self.ks):
             problems.append(f"ks must be positive cut-offs, got {self.ks}")
         allowed = {f"{m}@{k}" for m in ("hr", "ndcg") for k in self.ks}
@@ -117,9 +124,9 @@ class TrainConfig:
 
 
 # Settings that may differ between a run and its resumption without changing what is computed up to the
-# checkpoint: how long to go on, where to run, how to display.
+# checkpoint: how long to go on, where to run, how to display, and how the exact loss is tiled in memory.
 _RESUMABLE_CHANGES = {"epochs", "patience", "device", "progress", "eval_batch_size", "item_chunk",
-                      "eval_memory_budget"}
+                      "eval_memory_budget", "loss_chunk"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -207,18 +214,22 @@ def _fingerprint_diff(saved: Dict[str, Any], current: Dict[str, Any]) -> List[st
 
 
 def batch_loss(model: nn.Module, item_seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
-               num_items: int) -> torch.Tensor:
+               num_items: int, loss_chunk: Union[int, str] = "auto") -> torch.Tensor:
     """Training loss of one batch (scalar).
 
     ``model.calculate_loss`` when the model defines one; otherwise full-softmax cross-entropy over all items
     ``1..num_items``: exactly, in item chunks (``ttt4rec_edu.losses``), for models with ``encode`` +
     ``item_table`` whose ``(B, N)`` logits would not fit the memory budget, else from ``score_all``
     (column 0 is ``-inf``, so the padding id gets no probability).
+
+    ``loss_chunk``: ``"auto"`` (chunk only when needed, :func:`ttt4rec_edu.losses.choose_chunk`), ``"off"``
+    (always the plain loss) or an ``int`` (always chunks of that many items). All three give the same loss up to
+    floating-point summation order; they differ only in memory and speed.
     """
     if callable(getattr(model, "calculate_loss", None)):
         return model.calculate_loss(item_seq, lengths, targets)
-    if has_embedding_hooks(model):
-        chunk = losses.choose_chunk(item_seq.shape[0], num_items)
+    if has_embedding_hooks(model) and loss_chunk != "off":
+        chunk = losses.choose_chunk(item_seq.shape[0], num_items) if loss_chunk == "auto" else int(loss_chunk)
         if chunk is not None:
             return losses.chunked_cross_entropy(model.encode(item_seq, lengths), model.item_table(), targets, chunk)
     scores = model.score_all(item_seq, lengths)
@@ -235,11 +246,16 @@ def _autocast(device: torch.device, bf16: bool):
 
 
 def train_epoch(model: nn.Module, sample_set, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                config: TrainConfig, device: torch.device, epoch: int, num_items: int) -> Dict[str, float]:
+                config: TrainConfig, device: torch.device, epoch: int, num_items: int,
+                dist=None) -> Dict[str, float]:
     """One pass over the (shuffled) training samples. Returns ``{"loss", "samples", "time_s", "samples_per_s"}``.
 
     The permutation is drawn from ``generator`` even when ``max_train_batches`` cuts the epoch short, so the
     generator advances by the same amount every epoch.
+
+    ``dist`` (a ``ttt4rec_edu.distributed.DistContext``, or ``None``): every rank draws the same permutation
+    (same seed), takes its own slice of each global batch, weights its mean loss by its share of the batch and
+    sums the gradients of all ranks — the step is the one a single process would take on the whole batch.
     """
     model.train()
     n = len(sample_set)
@@ -257,19 +273,25 @@ def train_epoch(model: nn.Module, sample_set, optimizer: torch.optim.Optimizer, 
     try:
         for step in range(num_batches):
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            batch_size = len(index)
+            if dist is not None:  # this rank's slice of the global batch, and its weight in the batch mean
+                index, weight = dist.shard_batch(index)
             item_seq, lengths, targets = (t.to(device) for t in sample_set.batch(index))
             with _autocast(device, config.bf16):
-                loss = batch_loss(model, item_seq, lengths, targets, num_items)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"training loss became {value} at epoch {epoch}, step {step + 1} of {num_batches}; "
-                    f"try a smaller learning rate (now {config.lr}) or bf16 off")
+                loss = batch_loss(model, item_seq, lengths, targets, num_items, config.loss_chunk)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if dist is None:
+                value = float(loss.detach())
+                _check_finite(value, epoch, step, num_batches, config)
+                loss.backward()
+            else:
+                (loss * weight).backward()
+                # one all-reduce: summed gradients and the global mean loss, so every rank sees the same value
+                value = dist.sum_gradients(model, extra=loss.detach() * weight)
+                _check_finite(value, epoch, step, num_batches, config)
             optimizer.step()
-            total_loss += value * len(index)
-            seen += len(index)
+            total_loss += value * batch_size
+            seen += batch_size
             if bar is not None:
                 elapsed = max(time.perf_counter() - start_time, 1e-9)
                 bar.set_postfix(loss=f"{value:.4f}", samples_s=f"{seen / elapsed:.0f}")
@@ -282,13 +304,29 @@ def train_epoch(model: nn.Module, sample_set, optimizer: torch.optim.Optimizer, 
             "samples_per_s": seen / max(elapsed, 1e-9)}
 
 
+def _check_finite(value: float, epoch: int, step: int, num_batches: int, config: TrainConfig) -> None:
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"training loss became {value} at epoch {epoch}, step {step + 1} of {num_batches}; "
+            f"try a smaller learning rate (now {config.lr}) or bf16 off")
+
+
 def _evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: torch.device,
-                    desc: str) -> Dict[str, float]:
-    """The one evaluation call site: HR/NDCG@ks, with test-time adaptation switched as configured."""
+                    desc: str, dist=None) -> Dict[str, float]:
+    """The one evaluation call site: HR/NDCG@ks, with test-time adaptation switched as configured.
+
+    With ``dist`` every rank ranks a contiguous shard of the samples; the ranks are all-gathered in sample
+    order and the metrics computed from all of them, identically on every rank.
+    """
     if not config.adapt_at_test:
         model.set_adapt_at_test(False)
     try:
         with _autocast(device, config.bf16):
+            if dist is not None:
+                return dist.evaluate(model, sample_set, ks=config.ks, batch_size=config.eval_batch_size,
+                                     device=device, item_chunk=config.item_chunk,
+                                     memory_budget=config.eval_memory_budget,
+                                     progress=config.progress, desc=desc)
             return evaluate(model, sample_set, ks=config.ks, batch_size=config.eval_batch_size, device=device,
                             item_chunk=config.item_chunk, memory_budget=config.eval_memory_budget,
                             progress=config.progress, desc=desc)
@@ -301,7 +339,7 @@ def _evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: t
 
 
 def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_dir=None, resume: bool = False,
-          data_stats: Optional[dict] = None, run_info: Optional[dict] = None) -> Dict[str, Any]:
+          data_stats: Optional[dict] = None, run_info: Optional[dict] = None, dist=None) -> Dict[str, Any]:
     """Train ``model`` on ``splits.train``, early-stop on ``splits.valid``, report ``splits.test``.
 
     Args:
@@ -313,6 +351,8 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
         data_stats: dataset statistics stored under ``"data"`` in the result.
         run_info: extra facts recorded in the result (the command line stores the model name and options);
             ``model`` and ``model_options`` in it are also part of the resume check.
+        dist: a ``ttt4rec_edu.distributed.DistContext`` when running under ``torchrun`` (data-parallel: sharded
+            batches and evaluation, summed gradients, rank 0 alone prints and writes), else ``None``.
 
     Returns:
         the ``metrics.json`` content: ``valid`` and ``test`` metric dicts (``hr@10``, ``hr@50``, ``ndcg@10``,
@@ -321,6 +361,8 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
     """
     config = TrainConfig() if config is None else config
     config.validate()
+    if dist is not None and not dist.is_main and config.progress:  # rank 0 alone prints
+        config = dataclasses.replace(config, progress=False)
     out_path = Path(out_dir) if out_dir is not None else None
     if resume and out_path is None:
         raise ResumeError("resume=True needs an output directory holding the checkpoint")
@@ -339,6 +381,8 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
     set_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device)
+    if dist is not None:  # every rank starts from rank 0's weights (they already agree when seeded alike)
+        dist.broadcast_model(model)
 
     if callable(getattr(model, "fit_statistics", None)):
         item_seq, lengths, targets = splits.train.batch()
@@ -351,6 +395,7 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
     state = {"epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "best_state": None, "bad_epochs": 0,
              "history": [], "stopped_early": False, "train_time_s": 0.0}
     ckpt_path = out_path / CHECKPOINT_NAME if out_path is not None else None
+    writes_files = dist is None or dist.is_main
     if resume and ckpt_path.exists():
         state = _load_checkpoint(ckpt_path, model, optimizer, generator, fingerprint, device)
         if config.progress:
@@ -362,9 +407,9 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
         while state["epoch"] < config.epochs and not state["stopped_early"]:
             epoch = state["epoch"] + 1
             stats = train_epoch(model, splits.train, optimizer, generator, config, device, epoch,
-                                splits.num_items)
+                                splits.num_items, dist=dist)
             valid_start = time.perf_counter()
-            valid = _evaluate_split(model, splits.valid, config, device, desc=f"valid {epoch}")
+            valid = _evaluate_split(model, splits.valid, config, device, desc=f"valid {epoch}", dist=dist)
             eval_time = time.perf_counter() - valid_start
             score = valid[config.valid_metric]
             if score >= state["best_metric"]:  # RecBole: ties count as improvement (the later epoch wins)
@@ -383,13 +428,13 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
                 shown = " ".join(f"{k}={v:.4f}" for k, v in valid.items())
                 print(f"epoch {epoch}: loss={stats['loss']:.4f} {shown} "
                       f"({stats['samples_per_s']:.0f} samples/s)", flush=True)
-            if ckpt_path is not None:
+            if ckpt_path is not None and writes_files:
                 _save_checkpoint(ckpt_path, model, optimizer, generator, fingerprint, state)
         if state["best_state"] is not None:
             model.load_state_dict(state["best_state"])
 
-    valid = _evaluate_split(model, splits.valid, config, device, desc="valid (best)")
-    test = _evaluate_split(model, splits.test, config, device, desc="test")
+    valid = _evaluate_split(model, splits.valid, config, device, desc="valid (best)", dist=dist)
+    test = _evaluate_split(model, splits.test, config, device, desc="test", dist=dist)
     result = {
         "valid": valid,
         "test": test,
@@ -405,7 +450,9 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
         "train_time_s": state["train_time_s"],
         "run": dict(run_info or {}),
     }
-    if out_path is not None:
+    if dist is not None:
+        result["distributed"] = dist.describe()
+    if out_path is not None and writes_files:
         atomic_write_json(out_path / METRICS_NAME, _json_safe(result))
     return result
 
