@@ -28,9 +28,28 @@ setup: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
 
-book: setup
-	TTT4REC_QUICK=$${TTT4REC_QUICK:-1} $(VENV)/bin/jupyter-book build . --all -W --keep-going
-	@echo "Book built: open _build/html/index.html in a browser"
+# The book is rebuilt only when something it is made from changed: a chapter, the config, the vendored JS, or
+# the library the chapters import. Then every chapter is re-executed (`--all` with execute_notebooks: force),
+# because a library edit leaves the notebooks themselves unchanged. Nothing changed: nothing to do.
+# The build runs in quick mode unless TTT4REC_QUICK=0 is given (a GPU box can then run the full chapters);
+# the stamp's name records the setting, so switching it rebuilds. TTT4REC_STRICT_CHECKS=1 turns a failing
+# exercise check (a broken reference solution) into a build error.
+BOOK_INPUTS := _config.yml _toc.yml $(shell find book ttt4rec_edu vendor -type f \
+	! -path '*/__pycache__/*' ! -path '*/.ipynb_checkpoints/*' ! -name '*.pyc' 2>/dev/null)
+BOOK_QUICK := $(or $(TTT4REC_QUICK),1)
+BOOK_STAMP := _build/html/.built-quick-$(BOOK_QUICK)
+
+book: setup $(BOOK_STAMP)
+	@echo "Book: open _build/html/index.html in a browser"
+
+$(BOOK_STAMP): $(BOOK_INPUTS) $(STAMP)
+	@rm -f _build/html/.built-quick-*
+	TTT4REC_QUICK=$(BOOK_QUICK) TTT4REC_STRICT_CHECKS=1 $(VENV)/bin/jupyter-book build . --all -W --keep-going
+	@touch $@
+
+# Refresh vendor/ (MathJax, require.js, the widget manager) from npm; the next `make book` rebuilds.
+vendor:
+	scripts/vendor_js.sh
 
 test: setup chromium book
 	$(PYTHON) -m pytest

@@ -1,0 +1,225 @@
+"""The built book, opened from disk in a real browser (Debian's Chromium through Playwright), works offline.
+
+Every page of ``_build/html`` (except Sphinx's search/index pages and the root redirect) is opened with
+``file://`` while every http(s) request is aborted, so a page that still needs a CDN shows up as an external
+request (printed) and as missing math or widgets. The tests then assert, page by page:
+
+- no request leaves ``file://`` and no local file fails to load;
+- no console error or uncaught page error, except the one known harmless message of sphinx-thebe
+  (``Identifier 'THEBE_JS_URL' has already been declared``, emitted twice by JB 1.0.4 on every page);
+- MathJax typeset every ``.math`` element (no raw TeX left, no ``mjx-merror``);
+- pages with saved widget state render their widgets, and on the welcome chapter the jslinked readout
+  follows the slider with no kernel;
+- exercises are present, and each dropdown solution starts hidden and opens on click;
+- chapter pages offer the Colab launch link built from ``repository.url`` and the ``.ipynb`` download.
+
+Full-page screenshots go to ``artifacts/screenshots/`` (git-ignored) for a human to look at.
+``make test`` builds the book first; run alone, the tests skip when ``_build/html`` is missing.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HTML = REPO / "_build" / "html"
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+# sphinx-thebe 0.3.1 under Jupyter Book 1.0.4 writes its inline config script twice; thebe is never launched.
+ALLOWED_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@dataclass
+class PageReport:
+    """What one page did in the browser."""
+
+    path: Path
+    source: str
+    external: List[str] = field(default_factory=list)
+    failed: List[str] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+    math: Dict[str, int] = field(default_factory=dict)
+    widgets: Dict[str, object] = field(default_factory=dict)
+    solutions: Dict[str, object] = field(default_factory=dict)
+    links: List[str] = field(default_factory=list)
+    screenshot: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.relative_to(HTML).as_posix()
+
+
+def book_pages() -> List[Path]:
+    pages = []
+    for path in sorted(HTML.rglob("*.html")):
+        rel = path.relative_to(HTML).as_posix()
+        if rel.startswith(("_static/", "_sources/", "_images/")) or rel in {"genindex.html", "search.html"}:
+            continue
+        if 'http-equiv="refresh"' in path.read_text(encoding="utf-8", errors="replace")[:2000].lower():
+            continue  # the root index.html only redirects to the intro page (document.body is null meanwhile)
+        pages.append(path)
+    return pages
+
+
+def _visit(browser, path: Path) -> PageReport:
+    source = path.read_text(encoding="utf-8")
+    report = PageReport(path=path, source=source)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.route("http*://**", lambda route: route.abort())  # nothing may reach the network
+    page = context.new_page()
+    page.on("request", lambda req: None if req.url.startswith(LOCAL_SCHEMES) else report.external.append(req.url))
+    page.on("requestfailed", lambda req: report.failed.append(f"{req.url} ({req.failure})"))
+    page.on("console", lambda msg: report.errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: report.errors.append(str(exc)))
+    page.goto(path.as_uri(), wait_until="load")
+
+    if 'class="math' in source:
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=15000)
+        page.evaluate("() => MathJax.startup.promise")
+        report.math = page.evaluate("""() => ({
+            containers: document.querySelectorAll('mjx-container').length,
+            untypeset: Array.from(document.querySelectorAll('.math'))
+                            .filter(el => !el.querySelector('mjx-container')).length,
+            errors: document.querySelectorAll('mjx-merror').length,
+        })""")
+
+    if "application/vnd.jupyter.widget-state+json" in source:
+        page.wait_for_selector(".widget-slider", timeout=20000)
+        report.widgets = page.evaluate("""() => ({
+            sliders: document.querySelectorAll('.widget-slider').length,
+            views: document.querySelectorAll('.jupyter-widgets').length,
+            unrendered: Array.from(document.querySelectorAll(
+                'script[type="application/vnd.jupyter.widget-view+json"]'))
+                .filter(s => !s.parentElement.querySelector('.jupyter-widgets')).length,
+        })""")
+        if path.name == "00_welcome.html":
+            select = page.locator("select").first
+            before = select.evaluate("el => el.selectedIndex")
+            page.locator(".widget-slider .noUi-handle").first.focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(f"() => document.querySelector('select').selectedIndex !== {before}",
+                                   timeout=5000)
+            report.widgets["readout_index"] = (before, select.evaluate("el => el.selectedIndex"))
+            page.keyboard.press("ArrowLeft")  # back to the saved value for the screenshot
+
+    if 'class="solution' in source or 'class="exercise' in source:
+        report.solutions = page.evaluate("""() => ({
+            exercises: document.querySelectorAll('.exercise').length,
+            dropdowns: document.querySelectorAll('.solution.dropdown').length,
+            hidden: Array.from(document.querySelectorAll('.solution.dropdown > section'))
+                         .filter(s => getComputedStyle(s).visibility === 'hidden'
+                                      || s.getBoundingClientRect().height === 0).length,
+        })""")
+        if report.solutions["dropdowns"]:
+            page.locator(".solution.dropdown .toggle-button").first.click()
+            page.wait_for_timeout(300)
+            report.solutions["opened_visible"] = page.locator(".solution.dropdown > section").first.is_visible()
+
+    report.links = page.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+    page.evaluate("() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }")
+    page.wait_for_timeout(200)  # let late font/style loads report failures before the screenshot
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    report.screenshot = SCREENSHOTS / (report.name.replace("/", "__").removesuffix(".html") + ".png")
+    page.screenshot(path=str(report.screenshot), full_page=True)
+    context.close()
+    return report
+
+
+@pytest.fixture(scope="module")
+def reports() -> Dict[str, PageReport]:
+    if not (HTML / "index.html").is_file():
+        pytest.skip(f"{HTML} is missing: build the book first (`make book`; `make test` does it for you)")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: `make chromium` installs Debian's chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    for old in SCREENSHOTS.glob("*.png"):  # screenshots of pages that no longer exist must not linger
+        old.unlink()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            result = {r.name: r for r in (_visit(browser, path) for path in book_pages())}
+        finally:
+            browser.close()
+    assert result, f"no pages found under {HTML}"
+    return result
+
+
+def _config():
+    import yaml
+    return yaml.safe_load((REPO / "_config.yml").read_text())
+
+
+def test_every_toc_page_was_built_and_visited(reports):
+    import yaml
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = [toc["root"]] + re.findall(r"file:\s*(\S+)", (REPO / "_toc.yml").read_text())
+    missing = [f for f in files if f"{f}.html" not in reports]
+    assert not missing, f"pages in _toc.yml without a built page: {missing}"
+
+
+def test_no_request_leaves_file_urls(reports):
+    external = {name: r.external for name, r in reports.items() if r.external}
+    failed = {name: r.failed for name, r in reports.items() if r.failed}
+    for name, urls in {**external, **failed}.items():
+        print(name, *urls, sep="\n  ")
+    assert not external, f"pages requested the network: {external}"
+    assert not failed, f"local files failed to load: {failed}"
+
+
+def test_no_console_errors(reports):
+    errors = {name: [e for e in r.errors if not any(a in e for a in ALLOWED_ERRORS)] for name, r in reports.items()}
+    errors = {name: e for name, e in errors.items() if e}
+    assert not errors, f"console errors: {errors}"
+
+
+def test_math_is_typeset_by_the_vendored_mathjax(reports):
+    with_math = {name: r for name, r in reports.items() if r.math}
+    assert "book/00_welcome.html" in with_math, "the welcome chapter has display math; it was not found"
+    for name, r in with_math.items():
+        assert r.math["containers"] > 0, f"{name}: MathJax produced no output (offline MathJax not loaded?)"
+        assert r.math["untypeset"] == 0, f"{name}: {r.math['untypeset']} math elements left as raw TeX"
+        assert r.math["errors"] == 0, f"{name}: {r.math['errors']} MathJax errors (mjx-merror)"
+
+
+def test_widgets_render_from_saved_state_and_jslink_works_offline(reports):
+    with_widgets = {name: r for name, r in reports.items() if "widget-state+json" in r.source}
+    assert "book/00_welcome.html" in with_widgets, "the welcome chapter lost its widget state"
+    for name, r in with_widgets.items():
+        assert r.widgets["sliders"] >= 1, f"{name}: no slider rendered"
+        assert r.widgets["unrendered"] == 0, f"{name}: {r.widgets['unrendered']} widget views not rendered"
+    before, after = with_widgets["book/00_welcome.html"].widgets["readout_index"]
+    assert after == before + 1, "the jslinked readout did not follow the slider"
+
+
+def test_exercises_with_hidden_dropdown_solutions(reports):
+    chapters = {name: r for name, r in reports.items() if re.search(r"book/(0[1-9]|[1-9]\d)_", name)}
+    for name, r in chapters.items():
+        s = r.solutions
+        assert s.get("exercises", 0) >= 3, f"{name}: expected at least 3 exercises, found {s.get('exercises', 0)}"
+        assert s["dropdowns"] >= 1, f"{name}: no dropdown solution"
+        assert s["hidden"] == s["dropdowns"], f"{name}: some solutions are visible before a click"
+        assert s["opened_visible"], f"{name}: clicking the first solution did not show it"
+
+
+def test_notebook_pages_offer_colab_and_download(reports):
+    repo = _config()["repository"]
+    org_repo = repo["url"].removeprefix("https://github.com/").rstrip("/")
+    for name, r in reports.items():
+        if not (REPO / name.replace(".html", ".ipynb")).is_file():
+            continue
+        colab = f"https://colab.research.google.com/github/{org_repo}/blob/{repo['branch']}/{name[:-5]}.ipynb"
+        assert colab in r.links, f"{name}: no Colab launch link {colab}"
+        assert any(link.endswith(f"_sources/{name[:-5]}.ipynb") for link in r.links), f"{name}: no .ipynb download"
+
+
+def test_screenshots_saved(reports):
+    for name, r in reports.items():
+        assert r.screenshot is not None and r.screenshot.stat().st_size > 10_000, f"{name}: screenshot missing"
