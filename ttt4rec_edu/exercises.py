@@ -44,6 +44,7 @@ import torch
 
 from .data.protocol import parse_split, split_counts
 from .rope import apply_rope
+from .ttt import INNER_LN_EPS, ln_fused_l2_bwd
 
 STRICT_ENV = "TTT4REC_STRICT_CHECKS"
 
@@ -446,6 +447,336 @@ def check_dual_form_linear(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]])
     return _report(ExerciseResult(name, True, "Z and W_next equal the explicit primal loop for b = 4 and b = 8."))
 
 
+
+
+# ==========================================================================================================
+# Checks for the coding exercises of chapters 3–5 (the inner loop, the dual form, the outer loop).
+#
+# Same contract as the checks above: each ``check_*`` runs the
+# reader's function on fixed, seeded float64 inputs, compares it with a reference (the library's own function,
+# autograd, or hand-derived formulas), prints an :class:`~ttt4rec_edu.exercises.ExerciseResult` — ``✓`` or ``✗``
+# with the first failing input and, for the usual mistakes, a specific hint — and returns it. With
+# ``TTT4REC_STRICT_CHECKS=1`` a failing check raises :class:`~ttt4rec_edu.exercises.ExerciseFailed`.
+#
+# =================================  ==================================================================  =======
+# check                              the reader's function                                               chapter
+# =================================  ==================================================================  =======
+# ``check_ln_l2_grad(fn)``           ``fn(z[n, f], target[n, f], gamma[f], beta[f]) -> grad[n, f]``       3
+#                                    of ``½ Σ_rows ‖γ ⊙ LN(z) + β − target‖²`` w.r.t. ``z``
+# ``check_online_ttt_linear(fn)``    ``fn(W0[f, f], Q[L, f], K[L, f], V[L, f], eta[L])``                  3
+#                                    ``-> (Z[L, f], W_L[f, f])``: per-token online GD, output after update
+# ``check_token_scale(fn)``          ``fn(delta[b]) -> tau[b]``, ``τ_i = max(0, 1/i + δ_i)``, i = 1..b     4
+# ``check_meta_grad_linear(fn)``     ``fn(W0[f, f], q[f], k[f], v[f], y[f], eta: float)``                 5
+#                                    ``-> (dL/dW0[f, f], dL/deta: float)`` through one inner step
+# =================================  ==================================================================  =======
+# ==========================================================================================================
+
+def _float64_gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chapter 3: the LayerNorm + L2 gradient and the per-token online loop
+# ----------------------------------------------------------------------------------------------------------
+
+def _ln_pieces(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor):
+    """ẑ, σ and ĝ = γ ⊙ (LN(z) − target) — the ingredients of the LN backward (and of its usual mistakes)."""
+    mean = z.mean(-1, keepdim=True)
+    std = torch.sqrt(z.var(-1, keepdim=True, unbiased=False) + INNER_LN_EPS)
+    z_hat = (z - mean) / std
+    g_hat = gamma * (gamma * z_hat + beta - target)
+    return z_hat, std, g_hat
+
+
+def check_ln_l2_grad(fn: Callable[..., torch.Tensor]) -> ExerciseResult:
+    """Check ``fn(z, target, gamma, beta) -> ∂ℓ/∂z`` for ``ℓ = ½ Σ_rows ‖γ ⊙ ẑ + β − target‖²``.
+
+    ``ẑ = (z − mean(z)) / sqrt(var(z) + 1e-6)`` per row (population variance, as the inner LayerNorm of the TTT
+    layer). Shapes: ``z, target (n, f)``, ``gamma, beta (f,)``; returns ``(n, f)``. Reference:
+    :func:`ttt4rec_edu.ttt.ln_fused_l2_bwd` (itself tested against autograd). Cases (float64): ``n = 1, f = 4``
+    with γ = 1, β = 0, and ``n = 5, f = 8`` with random γ, β. Tolerance 1e-9.
+    """
+    name = "check_ln_l2_grad"
+    gen = _float64_gen(31)
+    cases = []
+    z, t = _randn(gen, 1, 4), _randn(gen, 1, 4)
+    cases.append((z, t, torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)))
+    z, t = _randn(gen, 5, 8), _randn(gen, 5, 8)
+    cases.append((z, t, 1.0 + 0.5 * _randn(gen, 8), 0.3 * _randn(gen, 8)))
+    for z, target, gamma, beta in cases:
+        expected = ln_fused_l2_bwd(z, target, gamma, beta)
+        where = f"z of shape {tuple(z.shape)}"
+        got, error = _call(name, fn, z.clone(), target.clone(), gamma.clone(), beta.clone())
+        if error is not None:
+            return _report(_fail(name, f"for {where}: {error.message}"))
+        got_t = _as_tensor(got, expected)
+        if got_t is None or got_t.shape != expected.shape:
+            shape = None if got_t is None else tuple(got_t.shape)
+            return _report(_fail(name, f"for {where}: expected a tensor of shape {tuple(expected.shape)}, got {shape}",
+                                 "the gradient with respect to z has z's shape (n, f)."))
+        if _same(got_t, expected, atol=1e-9):
+            continue
+        message = f"for {where}: largest difference from the reference {_max_err(got_t, expected):.3g}"
+        z_hat, std, g_hat = _ln_pieces(z, target, gamma, beta)
+        f = z.shape[-1]
+        mean_term = g_hat.sum(-1, keepdim=True)
+        proj_term = z_hat * (g_hat * z_hat).sum(-1, keepdim=True)
+        no_gamma = (gamma * z_hat + beta - target)
+        if _same(got_t, -expected, 1e-9):
+            hint = "the sign is flipped: the residual is LN(z) − target (prediction minus target)."
+        elif _same(got_t, g_hat, 1e-9) or _same(got_t, g_hat / std, 1e-9):
+            hint = ("that is the gradient with respect to the LayerNorm's output (times γ); chain it through the "
+                    "normalisation: (f·ĝ − Σĝ − ẑ·Σ(ĝ⊙ẑ)) / (f·σ).")
+        elif _same(got_t, (f * no_gamma - no_gamma.sum(-1, keepdim=True)
+                           - z_hat * (no_gamma * z_hat).sum(-1, keepdim=True)) / (f * std), 1e-9):
+            hint = "multiply the residual by γ: ĝ = γ ⊙ (γ ⊙ ẑ + β − target), since LN(z) = γ ⊙ ẑ + β."
+        elif _same(got_t, (f * g_hat - mean_term) / (f * std), 1e-9):
+            hint = ("σ depends on z too: subtract ẑ · Σ(ĝ ⊙ ẑ) (the projection on ẑ), not only the mean Σĝ.")
+        elif _same(got_t, (f * g_hat - proj_term) / (f * std), 1e-9):
+            hint = "the mean depends on z too: subtract Σ_d ĝ_d from every feature (times 1/(f·σ))."
+        elif _same(got_t, (f * g_hat - mean_term - proj_term) / f, 1e-9):
+            hint = "divide by σ = sqrt(var(z) + 1e-6): ẑ = (z − μ)/σ, so every path into z carries a 1/σ."
+        elif _same(got_t, (f * g_hat - mean_term - proj_term) / std, 1e-9):
+            hint = "divide by f·σ, not σ: the mean and variance are averages over the f features."
+        else:
+            unbiased = torch.sqrt(z.var(-1, keepdim=True, unbiased=True) + INNER_LN_EPS)
+            zu = (z - z.mean(-1, keepdim=True)) / unbiased
+            gu = gamma * (gamma * zu + beta - target)
+            alt = (f * gu - gu.sum(-1, keepdim=True) - zu * (gu * zu).sum(-1, keepdim=True)) / (f * unbiased)
+            if _same(got_t, alt, 1e-6):
+                hint = "LayerNorm uses the population variance (divide by f, unbiased=False), not f − 1."
+            else:
+                hint = ("with ẑ = (z − μ)/σ and ĝ = γ ⊙ (LN(z) − target): "
+                        "∂ℓ/∂z = (f·ĝ − Σ_d ĝ_d − ẑ · Σ_d ĝ_d ẑ_d) / (f·σ), row by row.")
+        return _report(_fail(name, message, hint))
+    return _report(ExerciseResult(name, True, "matches the fused LayerNorm + L2 backward (ln_fused_l2_bwd) for "
+                                              "one row with γ = 1, β = 0 and five rows with random γ, β."))
+
+
+def _online_linear_reference(W0, Q, K, V, eta, read_before=False, frozen=False, use_key=False):
+    """Per-token online GD on ½‖k_t W − v_t‖²; the flags reproduce the common mistakes (for the hints)."""
+    W, rows = W0, []
+    for t in range(Q.shape[0]):
+        if read_before:
+            rows.append((K if use_key else Q)[t:t + 1] @ W)
+        at = W0 if frozen else W
+        grad = K[t:t + 1].T @ (K[t:t + 1] @ at - V[t:t + 1])
+        W = W - eta[t] * grad
+        if not read_before:
+            rows.append((K if use_key else Q)[t:t + 1] @ W)
+    return torch.cat(rows, 0), W
+
+
+def check_online_ttt_linear(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]]) -> ExerciseResult:
+    """Check the paper's per-token inner loop for a bare linear inner model, ``fn(W0, Q, K, V, eta) -> (Z, W_L)``.
+
+    Inner loss of token t: ``ℓ_t(W) = ½ ‖k_t W − v_t‖²`` (row vectors; no bias, no LayerNorm). For t = 1..L:
+    ``W_t = W_{t−1} − η_t ∇ℓ_t(W_{t−1})`` with ``∇ℓ_t(W) = k_tᵀ (k_t W − v_t)``, and the output row
+    ``z_t = q_t W_t`` is read **after** the update. Shapes: ``W0 (f, f)``, ``Q, K, V (L, f)``, ``eta (L,)``;
+    return ``Z (L, f)`` and the final weights ``W_L (f, f)``. Cases (float64): ``L = 3, f = 2`` and
+    ``L = 10, f = 4``; tolerance 1e-9.
+    """
+    name = "check_online_ttt_linear"
+    gen = _float64_gen(32)
+    for L, f in ((3, 2), (10, 4)):
+        W0 = 0.5 * _randn(gen, f, f)
+        Q, K, V = (_randn(gen, L, f) / f ** 0.5 for _ in range(3))
+        eta = 0.2 + 0.3 * torch.rand(L, generator=gen, dtype=torch.float64)
+        exp_Z, exp_W = _online_linear_reference(W0, Q, K, V, eta)
+        where = f"L={L}, f={f}"
+        got, error = _call(name, fn, W0.clone(), Q.clone(), K.clone(), V.clone(), eta.clone())
+        if error is not None:
+            return _report(_fail(name, f"for {where}: {error.message}"))
+        try:
+            got_Z, got_W = got  # type: ignore[misc]
+        except (TypeError, ValueError):
+            return _report(_fail(name, f"for {where} you returned {type(got).__name__}", "return a pair (Z, W_L)."))
+        got_Z, got_W = _as_tensor(got_Z, exp_Z), _as_tensor(got_W, exp_W)
+        if got_Z is None or got_W is None or got_Z.shape != exp_Z.shape or got_W.shape != exp_W.shape:
+            return _report(_fail(name, f"for {where}: expected Z {tuple(exp_Z.shape)} and W_L {tuple(exp_W.shape)}",
+                                 "Z has one row z_t = q_t W_t per token (L, f); W_L has W0's shape (f, f)."))
+        ok_Z, ok_W = _same(got_Z, exp_Z, 1e-9), _same(got_W, exp_W, 1e-9)
+        if ok_Z and ok_W:
+            continue
+        variant = lambda **kw: _online_linear_reference(W0, Q, K, V, eta, **kw)  # noqa: E731
+        sign_flip = _online_linear_reference(W0, Q, K, V, -eta)
+        transposed_W, rows = W0, []
+        for t in range(L):
+            transposed_W = transposed_W - eta[t] * (K[t:t + 1] @ transposed_W - V[t:t + 1]).T @ K[t:t + 1]
+            rows.append(Q[t:t + 1] @ transposed_W)
+        transposed = (torch.cat(rows, 0), transposed_W)
+        if not ok_Z:
+            message = f"for {where}: Z differs from online GD by up to {_max_err(got_Z, exp_Z):.3g}"
+            candidates = [
+                (variant(read_before=True)[0], "read z_t after the update: z_t = q_t W_t (the paper's "
+                                               "z_t = f(θ_Q x_t; W_t)), not with W_{t−1}."),
+                (variant(frozen=True)[0], "take each gradient at W_{t−1}, the weights after the previous token; "
+                                          "freezing them at W0 is mini-batch TTT (chapter 4), not the per-token loop."),
+                (variant(use_key=True)[0], "the output uses the test view q_t: z_t = q_t W_t (k_t is the training input)."),
+                (sign_flip[0], "gradient descent subtracts: W_t = W_{t−1} − η_t k_tᵀ (k_t W_{t−1} − v_t)."),
+                (transposed[0], "∇_W ℓ_t = k_tᵀ (k_t W − v_t), an (f, f) outer product with k_t on the left "
+                                "(rows of W follow the input features); yours is its transpose."),
+            ]
+        else:
+            message = f"for {where}: W_L differs from online GD by up to {_max_err(got_W, exp_W):.3g}"
+            candidates = [
+                (variant(frozen=True)[1], "W_L comes from L sequential steps, each gradient at the latest weights."),
+                (sign_flip[1], "gradient descent subtracts: W_t = W_{t−1} − η_t k_tᵀ (k_t W_{t−1} − v_t)."),
+                (transposed[1], "∇_W ℓ_t = k_tᵀ (k_t W − v_t), not its transpose."),
+                (W0, "return the final weights W_L after all L updates, not W0."),
+            ]
+        hint = next((text for value, text in candidates if _same(got_Z if not ok_Z else got_W, value, 1e-9)),
+                    "loop t = 1..L: g = k_t W − v_t; W ← W − η_t k_tᵀ g; z_t = q_t W (after the update).")
+        return _report(_fail(name, message, hint))
+    return _report(ExerciseResult(name, True, "Z and W_L equal per-token online GD for L = 3 and L = 10."))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chapter 4: the in-mini-batch step scale τ
+# ----------------------------------------------------------------------------------------------------------
+
+def _token_scale(delta: torch.Tensor) -> torch.Tensor:
+    i = torch.arange(1, delta.shape[0] + 1, dtype=delta.dtype)
+    return torch.clamp_min(1.0 / i + delta, 0.0)
+
+
+def check_token_scale(fn: Callable[[torch.Tensor], torch.Tensor]) -> ExerciseResult:
+    """Check ``fn(delta) -> tau`` with ``τ_i = max(0, 1/i + δ_i)`` for the in-mini-batch index ``i = 1..b``.
+
+    ``delta`` is the learnable offset ``δ`` of shape ``(b,)`` (``TTTLayer.token_offset``); the reference is
+    :meth:`ttt4rec_edu.ttt.TTTLayer.token_scale`. Cases (float64): ``b = 8`` with ``δ = 0`` (the values at
+    initialisation, ``1, 1/2, …, 1/8``), ``b = 8`` with an offset that drives two entries below zero, ``b = 3``.
+    """
+    name = "check_token_scale"
+    cases = (
+        torch.zeros(8, dtype=torch.float64),
+        torch.tensor([0.1, -0.2, 0.05, -0.4, 0.0, -0.3, 0.2, -0.05], dtype=torch.float64),
+        torch.tensor([-0.5, 0.25, 0.1], dtype=torch.float64),
+    )
+    for delta in cases:
+        expected = _token_scale(delta)
+        where = f"b={delta.shape[0]}, delta={[round(float(d), 3) for d in delta]}"
+        got, error = _call(name, fn, delta.clone())
+        if error is not None:
+            return _report(_fail(name, f"for {where}: {error.message}"))
+        got_t = _as_tensor(got, expected)
+        if got_t is None or got_t.shape != expected.shape:
+            shape = None if got_t is None else tuple(got_t.shape)
+            return _report(_fail(name, f"for {where}: expected shape {tuple(expected.shape)}, got {shape}",
+                                 "return one τ per position of the mini-batch: shape (b,)."))
+        if _same(got_t, expected, atol=1e-12):
+            continue
+        b = delta.shape[0]
+        i = torch.arange(1, b + 1, dtype=torch.float64)
+        message = f"for {where}: expected {[round(float(x), 4) for x in expected]}, got " \
+                  f"{[round(float(x), 4) for x in got_t]}"
+        if not torch.isfinite(got_t).all():
+            hint = "the index i starts at 1 (the first token of a mini-batch has τ_1 = 1 + δ_1); 1/0 is infinite."
+        elif _same(got_t, 1.0 / i + delta, 1e-12):
+            hint = "clamp at zero: τ_i = max(0, 1/i + δ_i), so a large negative δ_i switches token i's update off."
+        elif _same(got_t, _token_scale(delta.flip(0)).flip(0), 1e-12) or _same(got_t, expected.flip(0), 1e-12):
+            hint = "τ_1 belongs to the first token of the mini-batch: 1/i with i = 1, 2, …, b in order."
+        elif _same(got_t, torch.clamp_min(1.0 / b + delta, 0.0), 1e-12):
+            hint = "the scale depends on the position i inside the mini-batch (1/i), not on the size b."
+        elif _same(got_t, torch.clamp_min(1.0 / i, 0.0), 1e-12):
+            hint = "add the learnable offset: τ_i = max(0, 1/i + δ_i)."
+        elif _same(got_t, torch.clamp_min(1.0 / (i + 1) + delta, 0.0), 1e-12):
+            hint = "i runs from 1 to b: τ_1 = 1 + δ_1, not 1/2 + δ_1."
+        else:
+            hint = "τ_i = max(0, 1/i + δ_i) with i = 1, …, b; at δ = 0 that is 1, 1/2, 1/3, …"
+        return _report(_fail(name, message, hint))
+    return _report(ExerciseResult(name, True, "τ matches TTTLayer.token_scale for δ = 0, a clamped δ and b = 3."))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chapter 5: the outer gradient through one inner step (second-order term included)
+# ----------------------------------------------------------------------------------------------------------
+
+def _meta_grad_autograd(W0, q, k, v, y, eta):
+    W0 = W0.clone().requires_grad_()
+    eta_t = torch.tensor(float(eta), dtype=W0.dtype, requires_grad=True)
+    inner = 0.5 * ((k @ W0 - v) ** 2).sum()
+    (grad,) = torch.autograd.grad(inner, W0, create_graph=True)
+    W1 = W0 - eta_t * grad
+    outer = 0.5 * ((q @ W1 - y) ** 2).sum()
+    gW, geta = torch.autograd.grad(outer, (W0, eta_t))
+    return gW, float(geta)
+
+
+def check_meta_grad_linear(fn: Callable[..., Tuple[torch.Tensor, float]]) -> ExerciseResult:
+    """Check the outer gradient through one inner step, ``fn(W0, q, k, v, y, eta) -> (dL/dW0, dL/deta)``.
+
+    One token, bare linear inner model, row vectors of shape ``(f,)``::
+
+        inner step   W1 = W0 − η kᵀ(k W0 − v)          (gradient of ½‖k W − v‖² at W0)
+        outer loss   L  = ½ ‖q W1 − y‖²
+
+    Return ``dL/dW0`` (shape ``(f, f)``, including the path through the inner gradient) and ``dL/dη`` (a
+    number). Reference: ``torch.autograd`` with ``create_graph=True``. Cases (float64): ``f = 3, η = 0.5`` and
+    ``f = 5, η = 0.2``; tolerance 1e-9.
+    """
+    name = "check_meta_grad_linear"
+    gen = _float64_gen(35)
+    for f, eta in ((3, 0.5), (5, 0.2)):
+        W0 = _randn(gen, f, f)
+        q, k, v, y = (_randn(gen, f) for _ in range(4))
+        exp_W, exp_eta = _meta_grad_autograd(W0, q, k, v, y, eta)
+        where = f"f={f}, eta={eta}"
+        got, error = _call(name, fn, W0.clone(), q.clone(), k.clone(), v.clone(), y.clone(), eta)
+        if error is not None:
+            return _report(_fail(name, f"for {where}: {error.message}"))
+        try:
+            got_W, got_eta = got  # type: ignore[misc]
+            got_eta = float(got_eta)
+        except (TypeError, ValueError, RuntimeError):
+            return _report(_fail(name, f"for {where} you returned {type(got).__name__}",
+                                 "return a pair (grad_W0 of shape (f, f), grad_eta as a number)."))
+        got_W = _as_tensor(got_W, exp_W)
+        if got_W is None or got_W.shape != exp_W.shape:
+            return _report(_fail(name, f"for {where}: grad_W0 must have W0's shape {tuple(exp_W.shape)}",
+                                 "dL/dW0 has one entry per entry of W0."))
+        # pieces of the derivation, to recognise the usual mistakes
+        g = k @ W0 - v
+        W1 = W0 - eta * torch.outer(k, g)
+        r = q @ W1 - y
+        first_order = torch.outer(q, r)
+        second = -eta * float(q @ k) * torch.outer(k, r)
+        ok_W = _same(got_W, exp_W, 1e-9)
+        ok_eta = abs(got_eta - exp_eta) <= 1e-9 + 1e-9 * abs(exp_eta)
+        if ok_W and ok_eta:
+            continue
+        if not ok_W:
+            message = f"for {where}: grad_W0 differs from autograd by up to {_max_err(got_W, exp_W):.3g}"
+            if _same(got_W, first_order, 1e-9):
+                hint = ("this is the first-order answer qᵀr (r = q W1 − y): it treats the inner gradient as a "
+                        "constant. W1 depends on W0 also through kᵀ(k W0 − v); that path adds the second-order "
+                        "term −η (q·k) kᵀ r.")
+            elif _same(got_W, first_order - second, 1e-9):
+                hint = "the second-order term has a minus sign: dL/dW0 = qᵀr − η (q·k) kᵀr."
+            elif _same(got_W, -exp_W, 1e-9):
+                hint = "the sign is flipped: r = q W1 − y (prediction minus target)."
+            elif _same(got_W, exp_W.T, 1e-9):
+                hint = "you return the transpose: rows of dL/dW0 follow W0's inputs, so it is qᵀ r (q on the left)."
+            else:
+                hint = ("W1 = (I − η kᵀk) W0 + η kᵀv, so dL/dW0 = (I − η kᵀk) qᵀ r = qᵀ r − η (q·k) kᵀ r "
+                        "with r = q W1 − y.")
+        else:
+            message = f"for {where}: grad_eta = {got_eta:.6g}, expected {exp_eta:.6g}"
+            if abs(got_eta) < 1e-12:
+                hint = "η is learned too: L depends on η through W1 = W0 − η kᵀ(k W0 − v), so dL/dη ≠ 0."
+            elif abs(got_eta + exp_eta) <= 1e-9 + 1e-9 * abs(exp_eta):
+                hint = "the sign: dW1/dη = −kᵀ(k W0 − v), so dL/dη = −(q·k)(r·g) with g = k W0 − v."
+            else:
+                hint = "dL/dη = ⟨qᵀr, −kᵀg⟩ = −(q·k)(r·g) with g = k W0 − v and r = q W1 − y."
+        return _report(_fail(name, message, hint))
+    return _report(ExerciseResult(name, True, "dL/dW0 (with the second-order term) and dL/dη match autograd "
+                                              "for f = 3 and f = 5."))
+
+
 __all__ = [
     "ExerciseFailed",
     "ExerciseResult",
@@ -454,4 +785,5 @@ __all__ = [
     "check_rope_rotation",
     "check_linear_inner_grad",
     "check_dual_form_linear",
+    "check_ln_l2_grad", "check_online_ttt_linear", "check_token_scale", "check_meta_grad_linear",
 ]
