@@ -1,0 +1,610 @@
+"""The TTT layer: a sequence layer whose hidden state is a small model trained *while it reads* the sequence.
+
+Paper (TTT4Rec, Sec. 3.3) in row-vector notation, per head, for token ``t`` with block input ``x_t``::
+
+    training view   k_t = x_t θ_K        label view  v_t = x_t θ_V        test view  q_t = x_t θ_Q
+    inner loss      ℓ_t(W) = ½ ‖ f(k_t; W) − v_t ‖²
+    update          W_t = W_{t−1} − η_t ∇ℓ_t(W_{t−1})
+    output          z_t = f(q_t; W_t)
+
+The official code (ttt-lm-pytorch, copied verbatim by TTT4Rec; see shared/ttt_spec.md) computes this with
+a few extra ingredients, all implemented here:
+
+* inner model ``f(x; W) = x + LN(f_res(x; W))`` with ``f_res`` Linear (``f × f`` + bias) or an MLP
+  (``f → 4f → f``, tanh-GELU), one per head, starting every sequence from learned weights ``W0``;
+* a learned, token-wise step ``η_t = base_lr · sigmoid(x_t·w_h + b_h) / f`` and an in-mini-batch factor
+  ``τ_i = max(0, 1/i + δ_i)`` with learnable ``δ``;
+* **mini-batch TTT**: tokens are processed in chunks of ``b``; all gradients of a chunk are taken at the
+  chunk-start weights ``W``, and token ``i`` of the chunk reads with ``W_i = W − τ_i Σ_{j≤i} η_j ∇ℓ_j(W)``;
+* RoPE on ``q``/``k`` (``ttt4rec_edu.rope``), a LayerNorm over heads, an optional GELU gate and ``θ_O``.
+
+Three ways to run the inner loop (``TTTLayer.forward(x, mode=...)``), same parameters:
+
+``"token_loop"``      the paper's equations literally, one token at a time, the inner gradient taken by
+                      ``torch.autograd`` (``create_graph=True`` so the outer loop learns through it).
+                      Needs ``mini_batch_size = 1`` — with ``b = 1`` mini-batch TTT *is* online GD.
+``"minibatch_loop"``  the official semantics, written with explicit per-token weights ``W_i`` and the
+                      hand-derived gradients (``ln_fused_l2_bwd``, ``gelu_bwd``; see ``inner_gradients``).
+``"dual"``            (default) the same numbers without ever forming a per-token weight matrix: the sums
+                      over ``j ≤ i`` become causal (``tril``) ``b × b`` matrices. This is what the official
+                      code runs and what trains fast.
+
+Where the paper's equations live: the inner loss is ``inner_loss``, the output ``f(q_t; W_t)`` is
+``inner_model``, the update ``W_t = W_{t−1} − η_t ∇ℓ_t`` is the loop body of ``TTTLayer.token_loop`` (and, for
+mini-batches, ``explicit_token_weights``); ``TTTLayer.dual`` derives the closed form in its docstring.
+``TTTLayer.forward(x, return_trace=True)`` hands back every ``W_t`` (``TTTTrace``) for plotting.
+
+Shapes: ``B`` batch, ``L`` sequence length, ``C`` hidden size, ``nh`` heads, ``f = C / nh`` head size,
+``d`` the inner hidden width (``f`` for Linear, ``4f`` for MLP), ``b`` mini-batch size. Inner weights are
+per head and act on row vectors: ``z = x W + c`` with ``W: (f, d)``, ``c: (d,)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from ttt4rec_edu.rope import POSITION_MODES, apply_rope, rope_positions
+
+MODES = ("dual", "minibatch_loop", "token_loop")
+INNER_MODELS = ("linear", "mlp")
+INNER_LN_EPS = 1e-6
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+# A list of per-layer (weight, bias) pairs: Linear → [(W1, c1)], MLP → [(W1, c1), (W2, c2)].
+# Batched shapes: W (B, nh, fan_in, fan_out), c (B, nh, 1, fan_out), or with a per-token axis after nh.
+InnerParams = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Small differentiable pieces: the inner LayerNorm, its fused backward with the L2 loss, and GELU's derivative
+# ------------------------------------------------------------------------------------------------------------
+
+def inner_layer_norm(z: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Per-head LayerNorm over the last axis (population variance, eps 1e-6). z: (B, nh, ..., f); γ, β: (nh, 1, f)."""
+    z_hat = F.layer_norm(z, z.shape[-1:], eps=INNER_LN_EPS)
+    return gamma * z_hat + beta
+
+
+def ln_fused_l2_bwd(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``½ ‖LN(z) − target‖²`` with respect to ``z`` (the standard LayerNorm input gradient).
+
+    With ``ẑ = (z − mean) / σ`` and ``ĝ = γ ⊙ (LN(z) − target)``:
+    ``∂ℓ/∂z = (f ĝ − Σ ĝ − ẑ Σ(ĝ ⊙ ẑ)) / (f σ)``.  Shapes: z, target (..., f); γ, β broadcastable to z.
+    """
+    centered = z - z.mean(dim=-1, keepdim=True)
+    inv_std = torch.rsqrt(centered.pow(2).mean(dim=-1, keepdim=True) + INNER_LN_EPS)   # 1 / σ
+    z_hat = centered * inv_std
+    g_hat = gamma * (gamma * z_hat + beta - target)
+    # (f ĝ − Σ ĝ − ẑ Σ(ĝ ẑ)) / (f σ), with the sums written as means
+    return (g_hat - g_hat.mean(dim=-1, keepdim=True) - z_hat * (g_hat * z_hat).mean(dim=-1, keepdim=True)) * inv_std
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (as the official JAX/PyTorch code)."""
+    return F.gelu(x, approximate="tanh")
+
+
+def gelu_bwd(x: torch.Tensor) -> torch.Tensor:
+    """Derivative of the tanh-approximate GELU: ``½(1+t) + ½ x (1−t²) u′`` with ``t = tanh(u)``,
+    ``u = √(2/π)(x + 0.044715 x³)``, ``u′ = √(2/π)(1 + 3·0.044715 x²)``. Written with ``½(1+t) = σ(2u)`` and
+    ``½(1−t) = σ(−2u)``, which avoids the cancellation in ``1 ± t`` where GELU saturates (|x| ≳ 4) in float32."""
+    u = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+    s_pos, s_neg = torch.sigmoid(2 * u), torch.sigmoid(-2 * u)
+    return s_pos + 2 * x * s_pos * s_neg * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+
+
+def gelu_bwd2(x: torch.Tensor) -> torch.Tensor:
+    """Second derivative of the tanh-approximate GELU: ``(1−t²)(u′ + 3·0.044715·√(2/π) x² − x t u′²)``
+    (needed by the outer loop, which differentiates through ``gelu_bwd``)."""
+    u = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+    du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+    s_pos, s_neg = torch.sigmoid(2 * u), torch.sigmoid(-2 * u)
+    return 4 * s_pos * s_neg * (du + 3 * 0.044715 * _SQRT_2_OVER_PI * x * x - x * (s_pos - s_neg) * du * du)
+
+
+class _GeluWithSlope(torch.autograd.Function):
+    """``(gelu(x), gelu′(x))`` as one autograd node — a speed-up only: the inner gradient needs both, and the
+    outer loop's backward through them is then two short expressions instead of a long chain of small ops.
+    First-order only (``once_differentiable``): the outer loop needs d/dx of the inner gradient, never more."""
+
+    # Same formulas as gelu_bwd / gelu_bwd2, sharing σ(±2u) between the value, the slope and the curvature.
+    @staticmethod
+    def forward(ctx, x):
+        du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)                 # u′
+        two_u = (2 * _SQRT_2_OVER_PI) * (x + 0.044715 * x ** 3)
+        s_pos, s_neg = torch.sigmoid(two_u), torch.sigmoid(-two_u)       # ½(1 + t), ½(1 − t)
+        bump = 2 * s_pos * s_neg                                         # ½(1 − t²)
+        slope = s_pos + x * bump * du
+        ctx.save_for_backward(x, du, s_pos, s_neg, bump, slope)
+        return x * s_pos, slope
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_value, grad_slope):
+        x, du, s_pos, s_neg, bump, slope = ctx.saved_tensors
+        grad = grad_value * slope if grad_value is not None else torch.zeros_like(x)
+        if grad_slope is not None:
+            curvature = 2 * bump * (du + (3 * 0.044715 * _SQRT_2_OVER_PI) * x * x - x * (s_pos - s_neg) * du * du)
+            grad = grad + grad_slope * curvature
+        return grad
+
+
+def gelu_with_slope(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``gelu(x), gelu′(x)`` (tanh approximation), differentiable, in one autograd node."""
+    return _GeluWithSlope.apply(x)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The inner model f(x; W) = x + LN(f_res(x; W)) and its loss
+# ------------------------------------------------------------------------------------------------------------
+
+def _affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x W + c`` for x (B, nh, n, fan_in). W is shared by the n tokens — (B, nh, fan_in, fan_out) — or one per
+    token — (B, nh, n, fan_in, fan_out) with c (B, nh, n, fan_out)."""
+    if weight.dim() == x.dim() + 1:
+        return (x.unsqueeze(-2) @ weight).squeeze(-2) + bias
+    return x @ weight + bias
+
+
+def inner_residual(x: torch.Tensor, params: InnerParams) -> torch.Tensor:
+    """``f_res(x; W)``: Linear, or Linear → GELU → Linear. x: (B, nh, n, f) → (B, nh, n, f)."""
+    for layer, (weight, bias) in enumerate(params):
+        if layer > 0:
+            x = gelu(x)
+        x = _affine(x, weight, bias)
+    return x
+
+
+def inner_model(x: torch.Tensor, params: InnerParams, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``f(x; W) = x + LN(f_res(x; W))`` — the residual lets ``W = 0`` start as the identity map."""
+    return x + inner_layer_norm(inner_residual(x, params), gamma, beta)
+
+
+def inner_loss(k: torch.Tensor, v: torch.Tensor, params: InnerParams, gamma: torch.Tensor,
+               beta: torch.Tensor) -> torch.Tensor:
+    """Self-supervised loss ``ℓ(W) = ½ ‖f(k; W) − v‖²`` per token: (B, nh, n, f) → (B, nh, n)."""
+    return 0.5 * (inner_model(k, params, gamma, beta) - v).pow(2).sum(dim=-1)
+
+
+def inner_gradients(k: torch.Tensor, v: torch.Tensor, params: InnerParams, gamma: torch.Tensor,
+                    beta: torch.Tensor, z1: Optional[torch.Tensor] = None) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """Per-token gradient pieces of ``ℓ_j`` at the weights ``params`` (the chunk-start state), by hand.
+
+    Returns, per inner layer, ``(a_j, g_j)``: the layer's input and the gradient at its output, so that
+    ``∇_W ℓ_j = a_jᵀ g_j`` and ``∇_c ℓ_j = g_j``.  Shapes (B, nh, n, fan_in) and (B, nh, n, fan_out).
+    The target of the inner LN is ``v − k`` because of the residual in ``f``. ``z1 = k W1 + c1`` may be passed
+    in when the caller has already computed it.
+    """
+    if len(params) == 1:
+        (w1, c1), = params
+        z1 = k @ w1 + c1 if z1 is None else z1
+        return [(k, ln_fused_l2_bwd(z1, v - k, gamma, beta))]
+    (w1, c1), (w2, c2) = params
+    z1 = k @ w1 + c1 if z1 is None else z1
+    h, gelu_slope = gelu_with_slope(z1)                        # gelu(z1) and gelu′(z1)
+    z2 = h @ w2 + c2
+    g2 = ln_fused_l2_bwd(z2, v - k, gamma, beta)
+    g1 = (g2 @ w2.transpose(-1, -2)) * gelu_slope              # chain rule through W2 and the GELU
+    return [(k, g1), (h, g2)]
+
+
+def explicit_token_weights(params: InnerParams, pieces, lr: torch.Tensor, tau: torch.Tensor) -> InnerParams:
+    """Mini-batch TTT, primal form: ``W_i = W − τ_i Σ_{j≤i} η_j a_jᵀ g_j`` and ``c_i = c − τ_i Σ_{j≤i} η_j g_j``.
+
+    params: chunk-start state; pieces: ``inner_gradients`` at that state; lr: η_j (B, nh, n); tau: τ_i (n,).
+    Returns per-token weights, W (B, nh, n, fan_in, fan_out) and c (B, nh, n, fan_out).
+    """
+    tau = tau[:, None]                                                         # (n, 1)
+    out = []
+    for (weight, bias), (a, g) in zip(params, pieces):
+        eta_g = lr.unsqueeze(-1) * g                                           # η_j g_j
+        sum_grad_w = torch.cumsum(a.unsqueeze(-1) * eta_g.unsqueeze(-2), dim=2)  # Σ_{j≤i} η_j a_jᵀ g_j
+        sum_grad_c = torch.cumsum(eta_g, dim=2)                                # Σ_{j≤i} η_j g_j
+        out.append((weight.unsqueeze(2) - tau.unsqueeze(-1) * sum_grad_w, bias - tau * sum_grad_c))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The trace: W_t for every position, for plotting how a user's sequence moves the inner model
+# ------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TTTTrace:
+    """What the inner loop did, per batch element, head and position ``t`` (0-based).
+
+    W1: (B, nh, L, f, d) and b1: (B, nh, L, d) — the inner weights ``W_t`` token ``t`` reads its output with
+    (after its own update); d = f (Linear) or 4f (MLP).  W2: (B, nh, L, 4f, f), b2: (B, nh, L, f) for MLP, else None.
+    loss_before / loss_after: (B, nh, L) — ``ℓ_t(W_{t−1})`` and ``ℓ_t(W_t)`` (``W_{−1}`` = W0).
+    eta: (B, nh, L) — the learned step ``η_t = base_lr · sigmoid(x_t·w_h + b_h) / f`` (0 when ``adapt`` is off).
+    tau: (L,) — ``τ_i`` for the in-mini-batch index of each position.
+    With mini-batches (b > 1), ``W_t`` is the *effective* weight of token t: gradients frozen at the chunk start.
+    """
+
+    W1: torch.Tensor
+    b1: torch.Tensor
+    W2: Optional[torch.Tensor]
+    b2: Optional[torch.Tensor]
+    loss_before: torch.Tensor
+    loss_after: torch.Tensor
+    eta: torch.Tensor
+    tau: torch.Tensor
+
+    def params_at(self, t: int) -> InnerParams:
+        """The inner weights of position ``t`` in the ``InnerParams`` layout (biases as (B, nh, 1, d))."""
+        params = [(self.W1[:, :, t], self.b1[:, :, t, None])]
+        if self.W2 is not None:
+            params.append((self.W2[:, :, t], self.b2[:, :, t, None]))
+        return params
+
+
+class _TraceRecorder:
+    """Collects per-chunk pieces of a trace and concatenates them along the sequence axis."""
+
+    def __init__(self):
+        self.weights: List[InnerParams] = []
+        self.loss_before: List[torch.Tensor] = []
+        self.loss_after: List[torch.Tensor] = []
+
+    def add_chunk(self, start: InnerParams, token_params: InnerParams, k, v, gamma, beta):
+        """start: state before the chunk; token_params: per-token weights W_i of the chunk."""
+        previous = [(torch.cat([w.unsqueeze(2), tw[:, :, :-1]], dim=2), torch.cat([c, tc[:, :, :-1]], dim=2))
+                    for (w, c), (tw, tc) in zip(start, token_params)]            # W_{i−1}, with W_0 = start
+        self.weights.append([(w.detach(), c.detach()) for w, c in token_params])
+        self.loss_before.append(inner_loss(k, v, previous, gamma, beta).detach())
+        self.loss_after.append(inner_loss(k, v, token_params, gamma, beta).detach())
+
+    def finish(self, lr: torch.Tensor, tau_per_position: torch.Tensor) -> TTTTrace:
+        layers = [[chunk[layer] for chunk in self.weights] for layer in range(len(self.weights[0]))]
+        cat = [(torch.cat([w for w, _ in chunks], 2), torch.cat([c for _, c in chunks], 2)) for chunks in layers]
+        (w1, b1), (w2, b2) = cat[0], (cat[1] if len(cat) > 1 else (None, None))
+        return TTTTrace(W1=w1, b1=b1, W2=w2, b2=b2, loss_before=torch.cat(self.loss_before, 2),
+                        loss_after=torch.cat(self.loss_after, 2), eta=lr.detach(), tau=tau_per_position.detach())
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The layer
+# ------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TTTConfig:
+    hidden_size: int = 64
+    num_heads: int = 4
+    inner: str = "mlp"                 # "linear" | "mlp"
+    mini_batch_size: int = 8           # b
+    base_lr: float = 1.0
+    rope_base: float = 1000.0          # μ
+    rope_positions: str = "minibatch"  # "minibatch" (t mod b, official) | "sequence" (t, the paper's text)
+    use_gate: bool = False             # Mamba backbone: GELU gate
+    share_qk: bool = False             # Mamba backbone: one Q/K projection + two causal depthwise convs
+    conv_kernel: int = 4
+    init_std: float = 0.02
+
+
+class TTTLayer(nn.Module):
+    """TTT-Linear / TTT-MLP layer. ``forward(x: (B, L, C)) -> (B, L, C)``.
+
+    ``adapt`` (attribute, default True): when False the inner step size is 0, so ``W_t = W0`` for every position
+    and the output is ``f(q_t; W0)`` — the "no adaptation at test time" ablation. Set it with ``layer.adapt = False``.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, inner: str = "mlp", mini_batch_size: int = 8,
+                 base_lr: float = 1.0, rope_base: float = 1000.0, rope_positions: str = "minibatch",
+                 use_gate: bool = False, share_qk: bool = False, conv_kernel: int = 4, init_std: float = 0.02):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if inner not in INNER_MODELS:
+            raise ValueError(f"inner must be one of {INNER_MODELS}, got {inner!r}")
+        if rope_positions not in POSITION_MODES:
+            raise ValueError(f"rope_positions must be one of {POSITION_MODES}, got {rope_positions!r}")
+        if mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
+        self.config = TTTConfig(hidden_size, num_heads, inner, mini_batch_size, base_lr, rope_base,
+                                rope_positions, use_gate, share_qk, conv_kernel, init_std)
+        self.hidden_size, self.num_heads, self.inner = hidden_size, num_heads, inner
+        self.head_dim = f = hidden_size // num_heads
+        self.mini_batch_size = mini_batch_size
+        self.adapt = True
+        C, nh, d = hidden_size, num_heads, (4 * f if inner == "mlp" else f)
+
+        # Outer-loop parameters θ_Q, θ_K, θ_V (views), θ_O (output), optional gate θ_G.
+        self.q_proj = nn.Linear(C, C, bias=False)
+        self.k_proj = None if share_qk else nn.Linear(C, C, bias=False)
+        self.v_proj = nn.Linear(C, C, bias=False)
+        self.o_proj = nn.Linear(C, C, bias=False)
+        self.g_proj = nn.Linear(C, C, bias=False) if use_gate else None
+        # share_qk: Q and K come from one projection, then two different causal depthwise convolutions.
+        self.conv_q = self._causal_conv(C, conv_kernel) if share_qk else None
+        self.conv_k = self._causal_conv(C, conv_kernel) if share_qk else None
+        # Learned step size η_t (one gate per head, fed the full C-dim input) and the in-chunk offset δ.
+        self.lr_gate_weight = nn.Parameter(torch.empty(nh, C))
+        self.lr_gate_bias = nn.Parameter(torch.zeros(nh))
+        self.token_offset = nn.Parameter(torch.zeros(mini_batch_size))
+        # LayerNorm inside the inner model (one per head) and after the heads are concatenated.
+        self.inner_ln_weight = nn.Parameter(torch.ones(nh, f))
+        self.inner_ln_bias = nn.Parameter(torch.zeros(nh, f))
+        self.post_norm = nn.LayerNorm(C, eps=1e-6)
+        # W0: the inner model's initial weights, one per head, learned by the outer loop, shared by all sequences.
+        self.W1 = nn.Parameter(torch.empty(nh, f, d))
+        self.b1 = nn.Parameter(torch.zeros(nh, d))
+        self.W2 = nn.Parameter(torch.empty(nh, d, f)) if inner == "mlp" else None
+        self.b2 = nn.Parameter(torch.zeros(nh, f)) if inner == "mlp" else None
+        self.reset_parameters()
+
+    @staticmethod
+    def _causal_conv(channels: int, kernel: int) -> nn.Conv1d:
+        return nn.Conv1d(channels, channels, kernel, groups=channels, bias=True, padding=kernel - 1)
+
+    def reset_parameters(self) -> None:
+        """N(0, init_std) for projections, the lr gate and W0; zeros for biases and δ; LayerNorms (1, 0).
+        The Conv1d layers keep PyTorch's default init (as the official code)."""
+        std = self.config.init_std
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.o_proj, self.g_proj):
+            if proj is not None:
+                nn.init.normal_(proj.weight, 0.0, std)
+        for weight in (self.lr_gate_weight, self.W1, self.W2):
+            if weight is not None:
+                nn.init.normal_(weight, 0.0, std)
+        for bias in (self.lr_gate_bias, self.token_offset, self.inner_ln_bias, self.b1, self.b2):
+            if bias is not None:
+                nn.init.zeros_(bias)
+        nn.init.ones_(self.inner_ln_weight)
+        self.post_norm.reset_parameters()
+
+    # -- the pieces of the forward pass -------------------------------------------------------------------------
+
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        B, L, _ = t.shape
+        return t.reshape(B, L, self.num_heads, self.head_dim).transpose(1, 2)          # (B, nh, L, f)
+
+    def views(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Test/training/label views q, k, v: (B, nh, L, f), RoPE already applied to q and k."""
+        L = x.shape[1]
+        if self.config.share_qk:
+            p, v = F.linear(x, torch.cat([self.q_proj.weight, self.v_proj.weight])).chunk(2, dim=-1)
+            p = p.transpose(1, 2)                                                       # (B, C, L)
+            q = self.conv_q(p)[..., :L].transpose(1, 2)     # left padding + cut = output t sees p_{t−3..t}
+            k = self.conv_k(p)[..., :L].transpose(1, 2)
+        else:   # x θ_Q, x θ_K, x θ_V as one matmul (faster than three)
+            weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+            q, k, v = F.linear(x, weight).chunk(3, dim=-1)
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+        positions = rope_positions(L, self.mini_batch_size, self.config.rope_positions, device=x.device)
+        return apply_rope(q, positions, self.config.rope_base), apply_rope(k, positions, self.config.rope_base), v
+
+    def learning_rate(self, x: torch.Tensor) -> torch.Tensor:
+        """η_t = base_lr · sigmoid(x_t·w_h + b_h) / f per head: (B, L, C) → (B, nh, L). Zero when adapt is off."""
+        gate = torch.sigmoid(x @ self.lr_gate_weight.t() + self.lr_gate_bias)            # (B, L, nh)
+        lr = self.config.base_lr * gate.transpose(1, 2) / self.head_dim
+        return lr if self.adapt else lr * 0.0
+
+    def token_scale(self) -> torch.Tensor:
+        """τ_i = max(0, 1/i + δ_i) for i = 1..b: (b,). With δ = 0, token i steps on the *mean* gradient so far."""
+        i = torch.arange(1, self.mini_batch_size + 1, device=self.token_offset.device, dtype=self.token_offset.dtype)
+        return torch.clamp_min(1.0 / i + self.token_offset, 0.0)
+
+    def initial_params(self, batch_size: int) -> InnerParams:
+        """W0 broadcast over the batch (a view, no copy): [(W (B, nh, fan_in, fan_out), c (B, nh, 1, fan_out))]."""
+        layers = [(self.W1, self.b1)] + ([(self.W2, self.b2)] if self.inner == "mlp" else [])
+        return [(w.unsqueeze(0).expand(batch_size, *w.shape), c[:, None, :].unsqueeze(0).expand(batch_size, -1, -1, -1))
+                for w, c in layers]
+
+    def _ln_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.inner_ln_weight[:, None, :], self.inner_ln_bias[:, None, :]     # (nh, 1, f)
+
+    def _chunks(self, L: int) -> List[Tuple[int, int]]:
+        """(start, end) of each mini-batch: ⌊L/b⌋ full ones, then the remainder (also when L < b)."""
+        b = self.mini_batch_size
+        return [(s, min(s + b, L)) for s in range(0, L, b)]
+
+    # -- (a) the paper's per-token loop, autograd inner gradient ------------------------------------------------
+
+    def token_loop(self, q, k, v, lr, tau, trace: bool = False):
+        """``W_t = W_{t−1} − τ_1 η_t ∇ℓ_t(W_{t−1})``, ``z_t = f(q_t; W_t)``, ∇ by autograd. Needs b = 1."""
+        if self.mini_batch_size != 1:
+            raise ValueError(f"mode='token_loop' is online GD, one token at a time, and needs mini_batch_size=1 "
+                             f"(this layer has mini_batch_size={self.mini_batch_size}); use mode='minibatch_loop' "
+                             f"or 'dual' for mini-batch TTT")
+        gamma, beta = self._ln_params()
+        outer_grad = torch.is_grad_enabled()
+        params = self.initial_params(q.shape[0])
+        outputs, recorder = [], _TraceRecorder() if trace else None
+        with torch.enable_grad():
+            # The inner gradient needs leaves to differentiate; W0 stays connected to the outer graph when it can.
+            params = [tuple(p if (outer_grad and p.requires_grad) else p.detach().requires_grad_() for p in layer)
+                      for layer in params]
+            for t in range(q.shape[2]):
+                q_t, k_t, v_t = q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1]
+                step = tau[0] * lr[:, :, t, None, None]                                    # (B, nh, 1, 1)
+                loss = inner_loss(k_t, v_t, params, gamma, beta).sum()   # batch/heads independent: sum is fine
+                grads = torch.autograd.grad(loss, [p for layer in params for p in layer], create_graph=outer_grad)
+                new = [(w - step * gw, c - step * gc) for (w, c), gw, gc in zip(params, grads[0::2], grads[1::2])]
+                if not outer_grad:
+                    new = [tuple(p.detach().requires_grad_() for p in layer) for layer in new]
+                if recorder is not None:
+                    recorder.add_chunk(params, [(w.unsqueeze(2), c) for w, c in new], k_t, v_t, gamma, beta)
+                params = new
+                outputs.append(inner_model(q_t, params, gamma, beta))                      # z_t = f(q_t; W_t)
+        out = torch.cat(outputs, dim=2)
+        return (out if outer_grad else out.detach()), recorder
+
+    # -- (b) mini-batch TTT with explicit per-token weights -----------------------------------------------------
+
+    def minibatch_loop(self, q, k, v, lr, tau, trace: bool = False):
+        """For each chunk: gradients at the chunk-start W, per-token ``W_i`` (primal form), ``z_i = f(q_i; W_i)``."""
+        gamma, beta = self._ln_params()
+        params = self.initial_params(q.shape[0])
+        outputs, recorder = [], _TraceRecorder() if trace else None
+        for s, e in self._chunks(q.shape[2]):
+            pieces = inner_gradients(k[:, :, s:e], v[:, :, s:e], params, gamma, beta)   # all at chunk start
+            token_params = explicit_token_weights(params, pieces, lr[:, :, s:e], tau[:e - s])
+            outputs.append(inner_model(q[:, :, s:e], token_params, gamma, beta))
+            if recorder is not None:
+                recorder.add_chunk(params, token_params, k[:, :, s:e], v[:, :, s:e], gamma, beta)
+            params = [(w[:, :, -1], c[:, :, -1:]) for w, c in token_params]               # state ← W_b
+        return torch.cat(outputs, dim=2), recorder
+
+    # -- (c) the dual form: same numbers, no per-token weights --------------------------------------------------
+
+    def dual(self, q, k, v, lr, tau, trace: bool = False):
+        """Mini-batch TTT in the dual form. For an inner layer with input rows ``a_j``, output gradients ``g_j``
+        (both at the chunk start), the input ``u_i`` it sees at read time and steps ``E_ij = τ_i η_j``::
+
+            u_i W_i + c_i = u_i W + c − Σ_{j≤i} E_ij (u_i·a_j + 1) g_j      →   U W + c − tril(E ⊙ (U Aᵀ + 1)) G
+
+        (``+1`` is the bias's contribution). The next chunk starts from ``W − Aᵀ diag(E_b·) G``, ``c − Σ_j E_bj g_j``
+        (``E_b·`` = last row of E). Both right-hand sides multiply ``G``, so one matmul does it all::
+
+            [ tril(E ⊙ (U Aᵀ + 1)) ;  (E_b· ⊙ A)ᵀ ;  E_b· ] @ G   =   [ output correction ; ΔW ; Δc ]
+
+        The scan over chunks is sequential (each chunk's gradients need its start state); everything that does
+        not depend on the state (for the first inner layer: the whole coefficient matrix) is built for all
+        chunks at once, and inside a chunk everything is a handful of batched matmuls.
+        """
+        gamma, beta = self._ln_params()
+        B, nh, L, f = q.shape
+        b = self.mini_batch_size
+        params = self.initial_params(B)
+        recorder = _TraceRecorder() if trace else None
+        n_full, rem = divmod(L, b)
+
+        def stacked(t: torch.Tensor, start: int, n_chunks: int, size: int) -> torch.Tensor:
+            """(B, nh, L, ...) → (B, nh, n_chunks, size, ...) for the tokens start .. start + n_chunks·size."""
+            return t[:, :, start:start + n_chunks * size].reshape(B, nh, n_chunks, size, *t.shape[3:])
+
+        def coefficients(u, a, causal_eta):
+            """[tril(E ⊙ (U Aᵀ + 1)) ; (E_b· ⊙ A)ᵀ ; E_b·]: (..., n + fan_in + 1, n)."""
+            last_eta = causal_eta[..., -1:, :]                                              # (..., 1, n)
+            return torch.cat([causal_eta * (u @ a.transpose(-1, -2) + 1.0),
+                              last_eta.transpose(-1, -2).mul(a).transpose(-1, -2), last_eta], dim=-2)
+
+        def run_chunk(params, kq, v_c, q_c, coeff1, causal_eta, lr_c, tau_c):
+            n = q_c.shape[-2]
+            k_c = kq[..., :n, :]
+            (w1, c1) = params[0]
+            z1, u = (kq @ w1 + c1).split([n, n], dim=-2)  # keys and queries through W1 in one matmul
+            pieces = inner_gradients(k_c, v_c, params, gamma, beta, z1=z1)                # (a_j, g_j) per layer
+            # u: the queries' path through the inner model. Each layer starts from U W + c (chunk-start weights)
+            # and subtracts the correction that turns it into the per-token-updated u_i W_i + c_i.
+            new_params = []
+            for layer, ((w, c), (a, g)) in enumerate(zip(params, pieces)):
+                if layer > 0:
+                    u = gelu(u)
+                    coeff = coefficients(u, a, causal_eta)
+                    u = u @ w + c
+                else:
+                    coeff = coeff1
+                correction, delta_w, delta_c = (coeff @ g).split([n, w.shape[-2], 1], dim=-2)
+                u = u - correction
+                new_params.append((w - delta_w, c - delta_c))
+            if recorder is not None:
+                recorder.add_chunk(params, explicit_token_weights(params, pieces, lr_c, tau_c), k_c, v_c, gamma, beta)
+            return u, new_params                                       # f_res(q_i; W_i) for the chunk's tokens
+
+        outputs = []
+        for start, n_chunks, size in ((0, n_full, b), (n_full * b, 1 if rem else 0, rem)):
+            if n_chunks == 0:
+                continue
+            # State-independent pieces for all chunks of this size at once: (B, nh, n_chunks, size, ...)
+            qs, ks, vs, lrs = (stacked(t, start, n_chunks, size) for t in (q, k, v, lr))
+            tau_c = tau[:size]
+            causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
+            causal_eta = (tau_c[:, None] * lrs[..., None, :]).masked_fill(~causal, 0.0)     # tril(τ_i η_j)
+            coeff1 = coefficients(qs, ks, causal_eta)
+            kq = torch.cat([ks, qs], dim=-2)
+            # unbind (not indexing in the loop): its backward is one stack, not one zero-filled copy per chunk
+            per_chunk = zip(*(t.unbind(2) for t in (kq, vs, qs, coeff1, causal_eta, lrs)))
+            for kq_c, v_c, q_c, coeff1_c, eta_c, lr_c in per_chunk:
+                z_res, params = run_chunk(params, kq_c, v_c, q_c, coeff1_c, eta_c, lr_c, tau_c)
+                outputs.append(z_res)
+        # f(q_t; W_t) = q_t + LN(f_res(q_t; W_t)), applied to the whole sequence at once
+        return q + inner_layer_norm(torch.cat(outputs, dim=2), gamma, beta), recorder
+
+    # -- the whole layer ----------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, mode: str = "dual", return_trace: bool = False):
+        """x: (B, L, C) → (B, L, C); with ``return_trace=True`` returns ``(output, TTTTrace)``."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if x.dim() != 3 or x.shape[-1] != self.hidden_size:
+            raise ValueError(f"expected x of shape (batch, seq, {self.hidden_size}), got {tuple(x.shape)}")
+        B, L, C = x.shape
+        q, k, v = self.views(x)
+        lr, tau = self.learning_rate(x), self.token_scale()
+        z, recorder = getattr(self, mode)(q, k, v, lr, tau, trace=return_trace)          # (B, nh, L, f)
+        out = self.post_norm(z.transpose(1, 2).reshape(B, L, C))
+        if self.g_proj is not None:
+            out = gelu(self.g_proj(x)) * out
+        out = self.o_proj(out)
+        if not return_trace:
+            return out
+        tau_per_position = tau[torch.arange(L, device=x.device) % self.mini_batch_size]
+        return out, recorder.finish(lr, tau_per_position)
+
+    # -- loading the official layer's weights -------------------------------------------------------------------
+
+    def _official_layout(self) -> Dict[str, Tuple[str, Tuple[int, ...]]]:
+        """Official name → (our parameter name, official shape) for this configuration."""
+        C, nh, f, b = self.hidden_size, self.num_heads, self.head_dim, self.mini_batch_size
+        d = self.W1.shape[-1]
+        layout = {
+            "q_proj.weight": ("q_proj.weight", (C, C)),
+            "v_proj.weight": ("v_proj.weight", (C, C)),
+            "o_proj.weight": ("o_proj.weight", (C, C)),
+            "learnable_ttt_lr_weight": ("lr_gate_weight", (nh, 1, C)),
+            "learnable_ttt_lr_bias": ("lr_gate_bias", (nh, 1)),
+            "learnable_token_idx": ("token_offset", (b,)),
+            "ttt_norm_weight": ("inner_ln_weight", (nh, f)),
+            "ttt_norm_bias": ("inner_ln_bias", (nh, f)),
+            "post_norm.weight": ("post_norm.weight", (C,)),
+            "post_norm.bias": ("post_norm.bias", (C,)),
+            "W1": ("W1", (nh, f, d)),
+            "b1": ("b1", (nh, 1, d)),
+        }
+        if self.inner == "mlp":
+            layout.update({"W2": ("W2", (nh, d, f)), "b2": ("b2", (nh, 1, f))})
+        if self.config.share_qk:
+            k = self.config.conv_kernel
+            for name in ("conv_q", "conv_k"):
+                layout[f"{name}.weight"] = (f"{name}.weight", (C, 1, k))
+                layout[f"{name}.bias"] = (f"{name}.bias", (C,))
+        else:
+            layout["k_proj.weight"] = ("k_proj.weight", (C, C))
+        if self.config.use_gate:
+            layout["g_proj.weight"] = ("g_proj.weight", (C, C))
+        return layout
+
+    def load_official_state_dict(self, state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> None:
+        """Copy the weights of the official ``TTTLinear`` / ``TTTMLP`` (ttt-lm-pytorch, as copied by TTT4Rec).
+
+        The official ``learnable_token_idx`` holds only the learnable offset δ (the ``1/i`` base is a
+        non-persistent buffer), so it maps to ``token_offset`` unchanged. ``prefix`` selects one layer out of a
+        bigger state dict (e.g. ``"model.layers.0.seq_modeling_block."``); other keys under it are an error.
+        Raises ``KeyError`` for missing/unexpected keys and ``ValueError`` for wrong shapes, naming the key.
+        """
+        layout = self._official_layout()
+        given = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+        missing = sorted(set(layout) - set(given))
+        unexpected = sorted(set(given) - set(layout))
+        if missing or unexpected:
+            raise KeyError(f"official TTT state dict does not match this layer (inner={self.inner!r}, "
+                           f"share_qk={self.config.share_qk}, use_gate={self.config.use_gate}): "
+                           f"missing keys {missing}, unexpected keys {unexpected}")
+        ours = dict(self.named_parameters())
+        with torch.no_grad():
+            for key, (name, shape) in layout.items():
+                value = given[key]
+                if tuple(value.shape) != shape:
+                    raise ValueError(f"official key {key!r}: expected shape {shape}, got {tuple(value.shape)}")
+                ours[name].copy_(value.reshape(ours[name].shape))
+
+    def official_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The inverse of ``load_official_state_dict``: our weights under the official names and shapes."""
+        ours = dict(self.named_parameters())
+        return {key: ours[name].detach().clone().reshape(shape) for key, (name, shape) in self._official_layout().items()}
