@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from .backbones import BACKBONES, FFNS, NORMS, ResidualBlock, make_norm
-from .models import register_model
+from .models import ItemScoringModel, check_batch, gather_last, register_model
 from .ttt import TTTLayer
 
 INNER_MODELS = ("mlp", "linear")
@@ -129,7 +129,7 @@ class TTT4RecConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-class TTT4Rec(nn.Module):
+class TTT4Rec(ItemScoringModel):
     """The TTT4Rec recommender (registry name ``"ttt4rec"``).
 
     ``forward(item_seq, lengths)`` returns the scores ``(B, num_items + 1)`` — the same as :meth:`score_all` — so
@@ -206,27 +206,6 @@ class TTT4Rec(nn.Module):
                 layer.adapt = flag
 
     # ----------------------------------------------------------------------------------------------------------
-    def _check_inputs(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> None:
-        if item_seq.dim() != 2:
-            raise ValueError(f"item_seq must be (batch, seq), got shape {tuple(item_seq.shape)}")
-        if item_seq.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"item_seq must hold integer item ids, got dtype {item_seq.dtype}")
-        # A clear message beats CUDA's device-side assert for an out-of-range id (costs one sync per batch).
-        if item_seq.numel() and (int(item_seq.min()) < 0 or int(item_seq.max()) > self.config.num_items):
-            raise ValueError(
-                f"item ids must lie in [0, {self.config.num_items}] (0 = padding), got min {int(item_seq.min())}, "
-                f"max {int(item_seq.max())}"
-            )
-        if lengths.dim() != 1 or lengths.shape[0] != item_seq.shape[0]:
-            raise ValueError(
-                f"lengths must be (batch,) = ({item_seq.shape[0]},), got shape {tuple(lengths.shape)}"
-            )
-        if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > item_seq.shape[1]):
-            raise ValueError(
-                f"lengths must lie in [1, {item_seq.shape[1]}] (right-padded sequences), got "
-                f"min {int(lengths.min())}, max {int(lengths.max())}"
-            )
-
     def sequence_output(self, item_seq: torch.Tensor,
                         return_traces: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[Any]]]:
         """``item_seq (B, L) -> (B, L, hidden)``: the final-norm output at every position (causal).
@@ -247,24 +226,12 @@ class TTT4Rec(nn.Module):
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, L) ids, (B,) lengths -> (B, hidden)``: the state at the last real position ``lengths - 1``."""
-        self._check_inputs(item_seq, lengths)
-        h = self.sequence_output(item_seq)
-        last = (lengths.to(h.device).long() - 1)
-        return h[torch.arange(h.shape[0], device=h.device), last]
+        check_batch(item_seq, lengths, self.config.num_items)
+        return gather_last(self.sequence_output(item_seq), lengths)
 
     def item_table(self) -> torch.Tensor:
         """``(num_items + 1, hidden)``: the tied item embedding table (row 0 = padding)."""
         return self.item_embedding.weight
-
-    def score_all(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, L), (B,) -> (B, num_items + 1)``: dot product with every item; column 0 is ``-inf``."""
-        scores = self.encode(item_seq, lengths) @ self.item_table().T
-        scores[:, 0] = float("-inf")
-        return scores
-
-    def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`score_all`: ``(B, num_items + 1)`` scores, column 0 = ``-inf``."""
-        return self.score_all(item_seq, lengths)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ Optional hooks a model may define (the trainer checks with ``hasattr``):
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -35,6 +35,62 @@ _PROVIDERS = (
     "ttt4rec_edu.model",
     "ttt4rec_edu.baselines",
 )
+
+
+def check_batch(item_seq: torch.Tensor, lengths: torch.Tensor, num_items: Optional[int] = None,
+                max_len: Optional[int] = None) -> None:
+    """Validate a batch of the model contract, with a message that says what is wrong.
+
+    ``item_seq (batch, seq)`` integer ids in ``[0, num_items]`` (0 = padding), ``lengths (batch,)`` in
+    ``[1, seq]`` (right padding), and ``seq <= max_len`` for models with a position table. A clear error here
+    beats CUDA's device-side assert for an out-of-range id (it costs one sync per batch).
+    """
+    if item_seq.dim() != 2:
+        raise ValueError(f"item_seq must be (batch, seq), got shape {tuple(item_seq.shape)}")
+    if item_seq.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"item_seq must hold integer item ids, got dtype {item_seq.dtype}")
+    if num_items is not None and item_seq.numel() and \
+            (int(item_seq.min()) < 0 or int(item_seq.max()) > num_items):
+        raise ValueError(f"item ids must lie in [0, {num_items}] (0 = padding), got min {int(item_seq.min())}, "
+                         f"max {int(item_seq.max())}")
+    if lengths.dim() != 1 or lengths.shape[0] != item_seq.shape[0]:
+        raise ValueError(f"lengths must be (batch,) = ({item_seq.shape[0]},), got shape {tuple(lengths.shape)}")
+    if max_len is not None and item_seq.shape[1] > max_len:
+        raise ValueError(f"item_seq is {item_seq.shape[1]} wide but the model was built for max_len={max_len}")
+    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > item_seq.shape[1]):
+        raise ValueError(f"lengths must lie in [1, {item_seq.shape[1]}] (right-padded sequences), got "
+                         f"min {int(lengths.min())}, max {int(lengths.max())}")
+
+
+def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(batch, seq, dim)`` states, ``(batch,)`` lengths → ``(batch, dim)``: the state at position ``lengths - 1``
+    (the last real item of a right-padded sequence; RecBole's ``gather_indexes``)."""
+    last = lengths.to(hidden.device).long() - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class ItemScoringModel(nn.Module):
+    """Base class of the neural recommenders: scores are ``encode(item_seq, lengths) @ item_table().T``.
+
+    Subclasses implement ``encode -> (batch, d)`` and ``item_table -> (num_items + 1, d)``; this class provides
+    ``score_all`` (column 0, the padding id, set to ``-inf`` so it never ranks) and ``forward`` (the same).
+    """
+
+    def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define encode(item_seq, lengths)")
+
+    def item_table(self) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} must define item_table()")
+
+    def score_all(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq), (batch,) -> (batch, num_items + 1)``: a dot product with every item; column 0 is ``-inf``."""
+        scores = self.encode(item_seq, lengths) @ self.item_table().T
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`score_all`."""
+        return self.score_all(item_seq, lengths)
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:

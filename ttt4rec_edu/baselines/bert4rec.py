@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttt4rec_edu.baselines.sasrec import TransformerEncoder, attention_mask, check_batch, init_bert_style
-from ttt4rec_edu.models import register_model
+from ttt4rec_edu.baselines.sasrec import TransformerEncoder, attention_mask, init_bert_style
+from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
 
 EVAL_DROP_OLDEST = ("always", "when_full")
 
@@ -81,7 +81,7 @@ def append_token(item_seq: torch.Tensor, lengths: torch.Tensor, token: torch.Ten
     return out, new_lengths
 
 
-class BERT4Rec(nn.Module):
+class BERT4Rec(ItemScoringModel):
     """``bert4rec``: score_all(item_seq (batch, seq ≤ max_len), lengths (batch,)) → (batch, num_items + 1)."""
 
     def __init__(self, num_items: int, max_len: int, cfg: Optional[BERT4RecConfig] = None):
@@ -116,25 +116,18 @@ class BERT4Rec(nn.Module):
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, seq), (batch,) → (batch, hidden + 1): [output at the appended mask, 1]."""
-        check_batch(item_seq, lengths, self.max_len)
+        check_batch(item_seq, lengths, self.num_items, self.max_len)
         mask = torch.full_like(lengths, self.mask_token)
         masked_seq, new_lengths = append_token(item_seq, lengths, mask, self.max_len,
                                                always_drop_oldest=self.cfg.eval_drop_oldest == "always")
         hidden = self.encode_positions(masked_seq, new_lengths)
-        index = (new_lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
-        h = hidden.gather(1, index).squeeze(1)
+        h = gather_last(hidden, new_lengths)
         return torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
 
     def item_table(self) -> torch.Tensor:
         """(num_items + 1, hidden + 1): [item embedding, output bias] for ids 0..num_items (no mask token)."""
         return torch.cat([self.item_embedding.weight[: self.num_items + 1], self.output_bias[:, None]], dim=1)
 
-    def score_all(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        scores = self.encode(item_seq, lengths) @ self.item_table().T  # (batch, num_items + 1)
-        scores[:, 0] = float("-inf")
-        return scores
-
-    forward = score_all
 
     def cloze_mask(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, seq) bool: which real positions to hide this step (RecBole's MaskItemSequence, see above)."""
@@ -148,7 +141,7 @@ class BERT4Rec(nn.Module):
 
     def calculate_loss(self, item_seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cloze loss: mean cross-entropy over all items at the masked positions. (batch, seq), (batch,), (batch,) → ()."""
-        check_batch(item_seq, lengths, self.max_len)
+        check_batch(item_seq, lengths, self.num_items, self.max_len)
         if self.cfg.cloze_append_target:
             item_seq, lengths = append_token(item_seq, lengths, targets, self.max_len, always_drop_oldest=False)
         masked = self.cloze_mask(item_seq, lengths)

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ttt4rec_edu.models import register_model
+from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
 
 
 @dataclass
@@ -32,7 +32,7 @@ class GRU4RecConfig:
     dropout_prob: float = 0.3
 
 
-class GRU4Rec(nn.Module):
+class GRU4Rec(ItemScoringModel):
     """``gru4rec``: score_all(item_seq (batch, seq), lengths (batch,)) → (batch, num_items + 1)."""
 
     def __init__(self, num_items: int, max_len: int, cfg: Optional[GRU4RecConfig] = None):
@@ -50,31 +50,16 @@ class GRU4Rec(nn.Module):
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, seq) ids, (batch,) lengths → (batch, embedding_size): the output at the last real position."""
-        _check_batch(item_seq, lengths)
+        check_batch(item_seq, lengths, self.num_items)
         hidden, _ = self.gru(self.emb_dropout(self.item_embedding(item_seq)))  # (batch, seq, hidden_size)
         hidden = self.dense(hidden)                                              # (batch, seq, embedding_size)
-        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
-        return hidden.gather(1, index).squeeze(1)
+        return gather_last(hidden, lengths)
 
     def item_table(self) -> torch.Tensor:
         """(num_items + 1, embedding_size); row 0 (padding) is scored −inf by ``score_all``."""
         return self.item_embedding.weight
 
-    def score_all(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        scores = self.encode(item_seq, lengths) @ self.item_table().T  # (batch, num_items + 1)
-        scores[:, 0] = float("-inf")
-        return scores
 
-    forward = score_all
-
-
-def _check_batch(item_seq: torch.Tensor, lengths: torch.Tensor) -> None:
-    if item_seq.dim() != 2 or lengths.shape != item_seq.shape[:1]:
-        raise ValueError(f"item_seq must be (batch, seq) and lengths (batch,), got {tuple(item_seq.shape)} "
-                         f"and {tuple(lengths.shape)}")
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > item_seq.shape[1]):
-        raise ValueError(f"lengths must lie in [1, {item_seq.shape[1]}], got min {int(lengths.min())} "
-                         f"max {int(lengths.max())}")
 
 
 @register_model("gru4rec")

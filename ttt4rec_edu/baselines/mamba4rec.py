@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttt4rec_edu.models import register_model
+from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
 
 try:  # the optional fused kernel; any failure (not installed, built for another torch) means "not available"
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan_fn
@@ -298,7 +298,7 @@ class Mamba4RecConfig:
     chunk_size: int = 16
 
 
-class Mamba4Rec(nn.Module):
+class Mamba4Rec(ItemScoringModel):
     """``mamba4rec``: score_all(item_seq (batch, seq), lengths (batch,)) → (batch, num_items + 1)."""
 
     def __init__(self, num_items: int, max_len: int, cfg: Optional[Mamba4RecConfig] = None):
@@ -326,32 +326,17 @@ class Mamba4Rec(nn.Module):
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, seq) ids, (batch,) lengths → (batch, hidden): the output at the last real position.
         The encoder is causal, so right padding (and anything after ``lengths``) cannot reach it."""
-        _check_batch(item_seq, lengths)
+        check_batch(item_seq, lengths, self.num_items)
         hidden = self.layer_norm(self.dropout(self.item_embedding(item_seq)))  # (batch, seq, hidden)
         for layer in self.layers:
             hidden = layer(hidden)
-        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
-        return hidden.gather(1, index).squeeze(1)
+        return gather_last(hidden, lengths)
 
     def item_table(self) -> torch.Tensor:
         """(num_items + 1, hidden): output scores are ``encode @ item_table().T`` (shared input embedding)."""
         return self.item_embedding.weight
 
-    def score_all(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        scores = self.encode(item_seq, lengths) @ self.item_table().T          # (batch, num_items + 1)
-        scores[:, 0] = float("-inf")
-        return scores
 
-    forward = score_all
-
-
-def _check_batch(item_seq: torch.Tensor, lengths: torch.Tensor) -> None:
-    if item_seq.dim() != 2 or lengths.shape != item_seq.shape[:1]:
-        raise ValueError(f"item_seq must be (batch, seq) and lengths (batch,), got {tuple(item_seq.shape)} "
-                         f"and {tuple(lengths.shape)}")
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > item_seq.shape[1]):
-        raise ValueError(f"lengths must lie in [1, {item_seq.shape[1]}], got min {int(lengths.min())} "
-                         f"max {int(lengths.max())}")
 
 
 @register_model("mamba4rec")

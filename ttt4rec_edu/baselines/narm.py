@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from ttt4rec_edu.models import register_model
+from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
 
 
 @dataclass
@@ -39,7 +39,7 @@ class NARMConfig:
     dropout_probs: Tuple[float, float] = field(default=(0.25, 0.5))
 
 
-class NARM(nn.Module):
+class NARM(ItemScoringModel):
     """``narm``: score_all(item_seq (batch, seq), lengths (batch,)) → (batch, num_items + 1)."""
 
     def __init__(self, num_items: int, max_len: int, cfg: Optional[NARMConfig] = None):
@@ -62,10 +62,9 @@ class NARM(nn.Module):
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, seq) ids, (batch,) lengths → (batch, embedding_size)."""
-        _check_batch(item_seq, lengths)
+        check_batch(item_seq, lengths, self.num_items)
         states, _ = self.gru(self.emb_dropout(self.item_embedding(item_seq)))    # (batch, seq, hidden)
-        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, states.shape[-1])
-        c_global = states.gather(1, index).squeeze(1)                               # (batch, hidden)
+        c_global = gather_last(states, lengths)                                     # (batch, hidden)
         real = torch.arange(item_seq.shape[1], device=item_seq.device)[None, :] < lengths[:, None]
         gate = torch.sigmoid(self.a_1(states) + self.a_2(c_global)[:, None, :])    # (batch, seq, hidden)
         alpha = self.v_t(gate * real[..., None])                                    # (batch, seq, 1), 0 at padding
@@ -76,21 +75,7 @@ class NARM(nn.Module):
         """(num_items + 1, embedding_size); row 0 (padding) is scored −inf by ``score_all``."""
         return self.item_embedding.weight
 
-    def score_all(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        scores = self.encode(item_seq, lengths) @ self.item_table().T  # (batch, num_items + 1)
-        scores[:, 0] = float("-inf")
-        return scores
 
-    forward = score_all
-
-
-def _check_batch(item_seq: torch.Tensor, lengths: torch.Tensor) -> None:
-    if item_seq.dim() != 2 or lengths.shape != item_seq.shape[:1]:
-        raise ValueError(f"item_seq must be (batch, seq) and lengths (batch,), got {tuple(item_seq.shape)} "
-                         f"and {tuple(lengths.shape)}")
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > item_seq.shape[1]):
-        raise ValueError(f"lengths must lie in [1, {item_seq.shape[1]}], got min {int(lengths.min())} "
-                         f"max {int(lengths.max())}")
 
 
 @register_model("narm")

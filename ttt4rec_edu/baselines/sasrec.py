@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ttt4rec_edu.models import register_model
+from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
 
 MASKED_SCORE = -10000.0  # RecBole's additive attention mask value
 
@@ -122,18 +122,6 @@ def init_bert_style(module: nn.Module, std: float) -> None:
         nn.init.zeros_(module.bias)
 
 
-def check_batch(item_seq: torch.Tensor, lengths: torch.Tensor, max_len: int) -> None:
-    """Shapes (batch, seq) and (batch,), 1 ≤ lengths ≤ seq ≤ max_len (the position table's size)."""
-    if item_seq.dim() != 2 or lengths.shape != item_seq.shape[:1]:
-        raise ValueError(f"item_seq must be (batch, seq) and lengths (batch,), got {tuple(item_seq.shape)} "
-                         f"and {tuple(lengths.shape)}")
-    if item_seq.shape[1] > max_len:
-        raise ValueError(f"item_seq is {item_seq.shape[1]} wide but the model was built for max_len={max_len}")
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > item_seq.shape[1]):
-        raise ValueError(f"lengths must lie in [1, {item_seq.shape[1]}], got min {int(lengths.min())} "
-                         f"max {int(lengths.max())}")
-
-
 @dataclass
 class SASRecConfig:
     """RecBole 1.2 SASRec defaults."""
@@ -148,7 +136,7 @@ class SASRecConfig:
     initializer_range: float = 0.02
 
 
-class SASRec(nn.Module):
+class SASRec(ItemScoringModel):
     """``sasrec``: score_all(item_seq (batch, seq ≤ max_len), lengths (batch,)) → (batch, num_items + 1)."""
 
     def __init__(self, num_items: int, max_len: int, cfg: Optional[SASRecConfig] = None):
@@ -165,25 +153,18 @@ class SASRec(nn.Module):
 
     def encode(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, seq) ids, (batch,) lengths → (batch, hidden): the causal encoder's output at position length − 1."""
-        check_batch(item_seq, lengths, self.max_len)
+        check_batch(item_seq, lengths, self.num_items, self.max_len)
         seq = item_seq.shape[1]
         positions = torch.arange(seq, device=item_seq.device)
         x = self.item_embedding(item_seq) + self.position_embedding(positions)[None]  # (batch, seq, hidden)
         x = self.dropout(self.layer_norm(x))
         x = self.encoder(x, attention_mask(lengths, seq, causal=True))
-        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
-        return x.gather(1, index).squeeze(1)
+        return gather_last(x, lengths)
 
     def item_table(self) -> torch.Tensor:
         """(num_items + 1, hidden): the input item embedding, shared as the output table."""
         return self.item_embedding.weight
 
-    def score_all(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        scores = self.encode(item_seq, lengths) @ self.item_table().T  # (batch, num_items + 1)
-        scores[:, 0] = float("-inf")
-        return scores
-
-    forward = score_all
 
 
 @register_model("sasrec")
