@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 # Real Amazon Beauty data shipped beside the project (CI, developer machines) acts as a pre-filled cache.
 export TTT4REC_DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup book book-quick test bench chromium clean vendor help
+.PHONY: setup book book-quick test bench chromium clean vendor help instructor-index
 
 help:
 	@echo "make book   - set up .venv and build the book into _build/html (quick mode on a CPU)"
 	@echo "make test   - set up .venv, build the book, run the whole test suite"
 	@echo "make bench  - benchmarks (speed ratios and memory), printed as tables"
+	@echo "make instructor-index - regenerate book/instructor.md's exercise index from the chapters"
 	@echo "make vendor - refresh the vendored MathJax / require.js / widget manager (needs npm)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -53,6 +54,10 @@ vendor:
 
 test: setup chromium book
 	$(PYTHON) -m pytest
+
+# Regenerate the instructor guide's chapter overview and exercise index from the chapters.
+instructor-index: setup
+	$(PYTHON) -m ttt4rec_edu.exercises index
 
 bench: setup
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
