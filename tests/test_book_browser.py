@@ -81,6 +81,9 @@ def _visit(browser, path: Path) -> PageReport:
     page.goto(path.as_uri(), wait_until="load")
 
     if 'class="math' in source:
+        # Sphinx loads MathJax only on pages with math of their own; math elsewhere on the page (e.g. a chapter
+        # title with TeX in the navigation) would then show as raw TeX.
+        assert "mathjax" in source.lower(), f"{path.name}: has math but loads no MathJax (TeX in a nav title?)"
         page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=15000)
         page.evaluate("() => MathJax.startup.promise")
         report.math = page.evaluate("""() => ({
