@@ -20,14 +20,6 @@ from ttt4rec_edu.models import available_models, build_model
 NUM_ITEMS, MAX_LEN = 23, 9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """These are many tiny tensor ops: one intra-op thread avoids thread hand-off cost on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_batch(generator, batch=5, width=MAX_LEN, num_items=NUM_ITEMS):
     """Right-padded ids (batch, width) and lengths (batch,), with a length-1 and a full-width row."""

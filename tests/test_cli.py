@@ -18,14 +18,6 @@ MIRROR = REPO.parent / "shared" / "data"
 METRIC_KEYS = {"hr@10", "hr@50", "ndcg@10", "ndcg@50"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: with several threads the hand-off costs far more than the arithmetic."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 class RecorderModel(nn.Module):
     """A small trainable model whose factory records the options the command line passed."""

@@ -5,20 +5,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from ttt4rec_edu.__main__ import main
 from ttt4rec_edu.experiments import (METRICS, Experiment, collect_results, estimate_costs, format_summary,
                                      paper_results, paper_row, select, summarize, table_experiments)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: with several threads the hand-off costs far more than the arithmetic."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def run_main(argv, capsys):

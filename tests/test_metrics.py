@@ -13,14 +13,6 @@ from ttt4rec_edu.metrics import (batch_ranks, chunked_ranks, compute_ranks, defa
 NEG_INF = float("-inf")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: with several threads the hand-off costs far more than the arithmetic."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def test_ranks_by_hand():
     # items 1..5; column 0 is padding

@@ -16,14 +16,6 @@ from ttt4rec_edu.train import (CHECKPOINT_NAME, METRICS_NAME, ModelCapabilityErr
 METRIC_KEYS = {"hr@10", "hr@50", "ndcg@10", "ndcg@50"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: with several threads the hand-off costs far more than the arithmetic."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 class TinyRec(nn.Module):
     """GRU-free little recommender: embeddings → dropout → mean of a linear map; scores by dot product.
