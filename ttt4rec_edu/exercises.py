@@ -1048,6 +1048,242 @@ def check_delta_w_norms(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 __all__ += ["check_delta_w_norms"]
 
 
+# ==========================================================================================================
+# Chapter 11: when does test-time training help? — the paired adaptation gain
+#
+# ``check_paired_gain(fn)``: ``fn(df) -> (mean, std)`` where ``df`` has one row per (seed, adapt) of the same
+# TTT4Rec runs (columns ``seed``, ``adapt``, ``ndcg@10``, rows in any order); the gain of a seed is NDCG@10
+# with adaptation minus NDCG@10 with η = 0 at test; return its mean and sample standard deviation (ddof = 1)
+# over seeds (reference: ``ttt4rec_edu.drift_study.adaptation_gain``).
+# ==========================================================================================================
+
+def check_paired_gain(fn: Callable[[object], Tuple[float, float]]) -> ExerciseResult:
+    """Check ``fn(df) -> (mean, std)``: the per-seed gain ``ndcg@10(adapt=True) − ndcg@10(adapt=False)``,
+    paired by ``seed``, then its mean and sample standard deviation (ddof = 1) across seeds."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    name = "check_paired_gain"
+    rng = np.random.default_rng(110)
+    for n in (4, 7):
+        seeds = rng.permutation(np.arange(10, 10 + n))
+        level = rng.uniform(0.2, 0.5, size=n)                  # seed-to-seed spread shared by both rows
+        gain = rng.normal(0.01, 0.01, size=n)
+        on = pd.DataFrame({"seed": seeds, "adapt": True, "ndcg@10": level + gain})
+        off = pd.DataFrame({"seed": seeds, "adapt": False, "ndcg@10": level})
+        df = pd.concat([on, off.sample(frac=1.0, random_state=int(n))], ignore_index=True)
+        df = df.sample(frac=1.0, random_state=int(n) + 1).reset_index(drop=True)   # rows in any order
+        expected = (float(np.mean(gain)), float(np.std(gain, ddof=1)))
+        got, error = _call(name, fn, df.copy())
+        where = f"for {n} seeds"
+        if error is not None:
+            return _report(_fail(name, f"{where}: {error.message}"))
+        try:
+            mean, std = (float(v) for v in got)
+        except (TypeError, ValueError):
+            return _report(_fail(name, f"{where} you returned {got!r}", "return a pair (mean, std) of numbers."))
+        close = lambda a, b: math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)   # noqa: E731
+        if close(mean, expected[0]) and close(std, expected[1]):
+            continue
+        if close(mean, -expected[0]):
+            hint = "the sign is reversed: the gain is adapt=True minus adapt=False."
+        elif close(mean, expected[0]) and close(std, float(np.std(gain, ddof=0))):
+            hint = "this is the population standard deviation (ddof=0); use the sample one (ddof=1)."
+        elif close(mean, expected[0]) and close(std, math.sqrt(np.var(level + gain, ddof=1) + np.var(level, ddof=1))):
+            hint = ("this spread is of two unpaired groups; subtract within each seed first, then take the "
+                    "standard deviation of the differences (the seed-to-seed spread cancels).")
+        elif not close(mean, expected[0]):
+            hint = "the mean gain is mean over seeds of ndcg@10(adapt=True) − ndcg@10(adapt=False)."
+        else:
+            hint = ("the mean is right but not the spread: pair the rows by seed (e.g. pivot on seed × adapt); "
+                    "the rows come in any order, so subtracting positionally mixes seeds.")
+        return _report(_fail(name, f"{where} expected mean {expected[0]:.5f}, std {expected[1]:.5f}; "
+                                   f"got {mean:.5f}, {std:.5f}", hint))
+    return _report(ExerciseResult(name, True, "mean and sample std of the per-seed gain match for 4 and 7 seeds."))
+
+
+__all__ += ["check_paired_gain"]
+
+
+# ==========================================================================================================
+# Chapter 10: rerunning the paper on a GPU — how big are the full logits, and when to chunk the loss
+#
+# ``check_logits_memory(fn)``: ``fn(batch_size: int, num_items: int, budget_bytes: int) -> (bytes, chunk)``
+# with ``bytes`` = size of one fp32 ``(batch, num_items + 1)`` logits matrix and ``chunk`` = ``None`` when the
+# plain loss (about three such blocks kept by autograd) fits in ``budget_bytes``, else the item chunk size of
+# the trainer's rule (references: ``ttt4rec_edu.losses.logits_bytes`` and ``choose_chunk``).
+# ``check_seed_summary(fn)``: ``fn(runs: DataFrame) -> DataFrame``, mean and sample std over seeds per cell of a
+# results.csv (reference: ``ttt4rec_edu.experiments.summarize``).
+# ==========================================================================================================
+
+_LOGITS_CASES = (  # (batch, items, budget): Amazon Beauty, Amazon Video Games, Twitch, Gowalla, and edge cases
+    (2048, 12101, 1 << 30), (2048, 50210, 1 << 30), (2048, 739991, 1 << 30), (2048, 1280969, 1 << 30),
+    (256, 1280969, 1 << 30), (2048, 1280969, 8 << 30), (4096, 21844, 1 << 30), (4096, 21845, 1 << 30),
+    (2048, 10 ** 6, 1 << 20),
+)
+
+
+def check_logits_memory(fn: Callable[[int, int, int], Tuple[int, Optional[int]]]) -> ExerciseResult:
+    """Check ``fn(batch_size, num_items, budget_bytes) -> (logits_bytes, chunk_or_None)`` against
+    :func:`ttt4rec_edu.losses.logits_bytes` (fp32, padding column included) and
+    :func:`ttt4rec_edu.losses.choose_chunk` (``None`` when ``3 · logits_bytes <= budget``, else
+    ``max(1024, budget // (3 · 4 · batch))``) on the paper's datasets at batch 2048 and a few edge cases."""
+    from .losses import choose_chunk, logits_bytes
+    name = "check_logits_memory"
+    for batch, items, budget in _LOGITS_CASES:
+        where = f"batch {batch}, {items:,} items, budget {budget / 2**30:g} GiB"
+        expected_bytes, expected_chunk = logits_bytes(batch, items), choose_chunk(batch, items, budget)
+        got, error = _call(name, fn, batch, items, budget)
+        if error is not None:
+            return _report(_fail(name, f"for {where}: {error.message}"))
+        if not (isinstance(got, (tuple, list)) and len(got) == 2):
+            return _report(_fail(name, f"for {where} you returned {got!r}",
+                                 "return a pair (bytes of one logits matrix, chunk size or None)."))
+        got_bytes, got_chunk = got
+        try:
+            got_bytes = int(got_bytes)
+        except (TypeError, ValueError):
+            return _report(_fail(name, f"for {where} the byte count {got_bytes!r} is not a number"))
+        if got_bytes != expected_bytes:
+            if got_bytes == batch * items * 4:
+                hint = "the logits have num_items + 1 columns: column 0 is the padding id (scored as −inf)."
+            elif got_bytes in (batch * (items + 1) * 2, batch * (items + 1) * 8):
+                hint = "the logits are float32: 4 bytes per value."
+            elif got_bytes == batch * (items + 1):
+                hint = "that is the number of values; multiply by 4 bytes (float32)."
+            elif got_bytes == 3 * expected_bytes:
+                hint = "return the size of ONE (batch, num_items + 1) matrix; the factor 3 belongs in the decision."
+            else:
+                hint = "bytes = batch × (num_items + 1) × 4."
+            return _report(_fail(name, f"for {where} you said {got_bytes:,} bytes, expected {expected_bytes:,}",
+                                 hint))
+        if (got_chunk is None) != (expected_chunk is None):
+            if expected_chunk is None:
+                hint = ("the plain loss fits here: autograd keeps about 3 logits-sized blocks, and "
+                        f"3 × {expected_bytes:,} ≤ {budget:,} bytes — return None.")
+            elif budget >= expected_bytes:
+                hint = "one matrix fits, but autograd keeps about three of them (logits, softmax, gradient)."
+            else:
+                hint = "chunk when 3 × bytes > budget; return None only when the plain loss fits."
+            return _report(_fail(name, f"for {where} you returned chunk={got_chunk!r}, expected {expected_chunk!r}",
+                                 hint))
+        if expected_chunk is not None and got_chunk != expected_chunk:
+            if got_chunk == budget // (4 * batch) or got_chunk == budget // (3 * batch):
+                hint = "a chunk block costs 3 × 4 bytes per (sample, item): chunk = budget // (12 × batch)."
+            elif got_chunk == budget // (12 * batch) and got_chunk < 1024:
+                hint = "the trainer never goes below 1024 items per chunk: max(1024, budget // (12 × batch))."
+            else:
+                hint = "chunk = max(1024, budget // (3 × 4 × batch))."
+            return _report(_fail(name, f"for {where} you returned chunk={got_chunk!r}, expected {expected_chunk}",
+                                 hint))
+    return _report(ExerciseResult(name, True, f"logits bytes and the chunking decision match choose_chunk "
+                                              f"in {len(_LOGITS_CASES)} cases (the paper's datasets included)."))
+
+
+__all__ += ["check_logits_memory"]
+
+_SEED_CELL_KEYS = ("dataset", "split", "model", "backbone", "inner")
+
+
+def _seed_runs():
+    """A results.csv-like frame: 4 cells (a baseline with empty backbone/inner, two TTT4Rec variants of the same
+    dataset, one cell with a single seed), seeded random metrics."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(100)
+    cells = [("amazon-video-games", "6:2:2", "sasrec", None, None, 3),
+             ("amazon-video-games", "6:2:2", "ttt4rec", "transformer", "mlp", 3),
+             ("amazon-video-games", "6:2:2", "ttt4rec", "mamba", "linear", 3),
+             ("gowalla", "3:2:5", "gru4rec", None, None, 1)]
+    rows = []
+    for dataset, split, model, backbone, inner, n_seeds in cells:
+        base = rng.uniform(0.02, 0.1)
+        for seed in range(n_seeds):
+            hr10 = base + rng.normal(0, 0.005)
+            rows.append({"table": "4" if split == "6:2:2" else "2", "dataset": dataset, "split": split,
+                         "model": model, "backbone": backbone, "inner": inner, "adapt_at_test": True,
+                         "seed": seed, "hr@10": hr10, "hr@50": 2.4 * hr10 + rng.normal(0, 0.01),
+                         "ndcg@10": 0.5 * hr10 + rng.normal(0, 0.002), "ndcg@50": 0.8 * hr10 + rng.normal(0, 0.003),
+                         "data": dataset})
+    return pd.DataFrame(rows)  # backbone / inner are NaN for the baselines, as when read back from a CSV
+
+
+def check_seed_summary(fn) -> ExerciseResult:
+    """Check ``fn(runs: DataFrame) -> DataFrame``: one row per cell (``dataset, split, model, backbone, inner``,
+    as columns or as the index, empty backbone/inner for baselines) with columns ``<metric>_mean`` and
+    ``<metric>_std`` (sample std, ddof 1; NaN for a single seed) of ``hr@10, hr@50, ndcg@10, ndcg@50``.
+    Reference: :func:`ttt4rec_edu.experiments.summarize` on a results.csv-like frame with four cells."""
+    import pandas as pd
+
+    from .experiments import METRICS, summarize
+    name = "check_seed_summary"
+    runs = _seed_runs()
+    expected = summarize(runs).fillna({"backbone": "", "inner": ""})
+    expected = expected.set_index(list(_SEED_CELL_KEYS))
+    got, error = _call(name, fn, runs.copy())
+    if error is not None:
+        return _report(error)
+    if not isinstance(got, pd.DataFrame):
+        return _report(_fail(name, f"you returned {type(got).__name__}",
+                             "return a pandas DataFrame with one row per cell."))
+    got = got.copy()
+    if isinstance(got.columns, pd.MultiIndex):  # (metric, "mean") → "metric_mean"
+        got.columns = ["_".join(str(p) for p in col if str(p)) for col in got.columns]
+    if any(k not in got.columns for k in _SEED_CELL_KEYS):
+        got = got.reset_index()
+    missing = [k for k in _SEED_CELL_KEYS if k not in got.columns]
+    if missing:
+        return _report(_fail(name, f"the cell keys {missing} are neither columns nor index levels",
+                             "group by dataset, split, model, backbone and inner (all five name a cell)."))
+    wanted = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    absent = [c for c in wanted if c not in got.columns]
+    if absent:
+        return _report(_fail(name, f"columns {absent} are missing",
+                             "name the columns like summarize does: 'hr@10_mean', 'hr@10_std', ..."))
+    got[["backbone", "inner"]] = got[["backbone", "inner"]].fillna("")
+    got = got.set_index(list(_SEED_CELL_KEYS))
+    if len(got) < len(expected):
+        lost = [k for k in expected.index if k not in got.index]
+        if lost and all(k[3] == "" for k in lost):
+            hint = ("the baselines disappeared: their backbone/inner are NaN and groupby drops NaN keys by "
+                    "default — fillna('') first, or groupby(..., dropna=False).")
+        else:
+            hint = "every (dataset, split, model, backbone, inner) is its own cell."
+        return _report(_fail(name, f"{len(got)} cells returned, expected {len(expected)}; missing {lost}", hint))
+    if len(got) > len(expected) or got.index.duplicated().any():
+        return _report(_fail(name, f"{len(got)} rows returned, expected {len(expected)} cells (one row each)",
+                             "group by the cell keys only, not by seed."))
+    got = got.loc[expected.index]
+    for m in METRICS:
+        diff = (got[f"{m}_mean"] - expected[f"{m}_mean"]).abs()
+        if not (diff < 1e-12).all():
+            return _report(_fail(name, f"{m}_mean differs by up to {diff.max():.3g}",
+                                 "the mean over the seeds of each cell (keep the two TTT4Rec variants apart)."))
+        exp_std, got_std = expected[f"{m}_std"], got[f"{m}_std"]
+        single = exp_std.isna()
+        many = ~single
+        if not ((got_std[many] - exp_std[many]).abs() < 1e-12).all():
+            counts = runs.fillna({"backbone": "", "inner": ""}).groupby(list(_SEED_CELL_KEYS))["seed"].count()
+            n = counts.loc[expected.index[many]].to_numpy()
+            population = exp_std[many] * ((n - 1) / n) ** 0.5
+            if ((got_std[many] - population).abs() < 1e-12).all():
+                hint = "that is the population std (ddof=0, np.std's default); use the sample std, ddof=1."
+            else:
+                hint = "the sample standard deviation (ddof=1) over the seeds of each cell."
+            return _report(_fail(name, f"{m}_std differs from the reference", hint))
+        if not got_std[single].isna().all():
+            return _report(_fail(name, f"{m}_std of the single-seed cell is {got_std[single].tolist()}, expected NaN",
+                                 "one seed has no sample standard deviation: leave it NaN (pandas' .std() does)."))
+    return _report(ExerciseResult(name, True, f"mean and sample std over seeds match summarize() for "
+                                              f"{len(expected)} cells (baselines and a single-seed cell included)."))
+
+
+__all__ += ["check_seed_summary"]
+
+
 if __name__ == "__main__":   # python -m ttt4rec_edu.exercises {index,export,grade}: the instructor tools
     from .instructor import main
     raise SystemExit(main())
