@@ -8,27 +8,10 @@ import torch
 from ttt4rec_edu import exercises
 from ttt4rec_edu.backbones import ResidualBlock
 from ttt4rec_edu.baselines.bert4rec import append_token
-from ttt4rec_edu.exercises import ExerciseFailed, ExerciseResult, check_append_mask_token, check_ttt_block_params
+from ttt4rec_edu.exercises import ExerciseFailed, check_append_mask_token, check_ttt_block_params
 
 
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
-
-
-def assert_passes(result: ExerciseResult, capsys) -> None:
-    printed = capsys.readouterr().out
-    assert result.passed, result.message
-    assert printed.startswith("✓ "), printed
-
-
-def assert_fails(result: ExerciseResult, capsys, *hint_words: str) -> None:
-    printed = capsys.readouterr().out
-    assert not result.passed
-    assert printed.startswith("✗ ") and printed.strip() == str(result), printed
-    assert "Hint:" in result.message, result.message
-    for word in hint_words:
-        assert word in result.message, f"{word!r} not in: {result.message}"
+from exercise_asserts import _not_strict, assert_fails, assert_passes  # noqa: F401  (autouse fixture)
 
 
 # ---- check_ttt_block_params -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ttt4rec_edu import exercises
-from ttt4rec_edu.exercises import ExerciseFailed, ExerciseResult
+from ttt4rec_edu.exercises import ExerciseFailed
 from ttt4rec_edu.exercises import (
     _meta_grad_autograd,
     _online_linear_reference,
@@ -18,24 +18,7 @@ from ttt4rec_edu.exercises import (
 from ttt4rec_edu.ttt import INNER_LN_EPS, TTTLayer, ln_fused_l2_bwd
 
 
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv(exercises.STRICT_ENV, raising=False)
-
-
-def assert_passes(result: ExerciseResult, capsys) -> None:
-    printed = capsys.readouterr().out
-    assert result.passed, result.message
-    assert printed.startswith("✓ "), printed
-
-
-def assert_fails(result: ExerciseResult, capsys, *hint_words: str) -> None:
-    printed = capsys.readouterr().out
-    assert not result.passed
-    assert printed.startswith("✗ ") and printed.strip() == str(result), printed
-    assert "Hint:" in result.message, result.message
-    for word in hint_words:
-        assert word in result.message, f"{word!r} not in: {result.message}"
+from exercise_asserts import _not_strict, assert_fails, assert_passes  # noqa: F401  (autouse fixture)
 
 
 # ---- check_ln_l2_grad -------------------------------------------------------------------------------------
