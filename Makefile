@@ -32,12 +32,13 @@ chromium:
 # The book is rebuilt only when something it is made from changed: a chapter, the config, the vendored JS, or
 # the library the chapters import. Then every chapter is re-executed (`--all` with execute_notebooks: force),
 # because a library edit leaves the notebooks themselves unchanged. Nothing changed: nothing to do.
-# The build runs in quick mode unless TTT4REC_QUICK=0 is given (a GPU box can then run the full chapters);
+# Quick mode follows TTT4REC_QUICK when it is given (1 = on, 0 = off); otherwise it is automatic: on without a
+# CUDA GPU, off with one (ttt4rec_edu.utils.quick_mode), so a GPU box runs the full chapters;
 # the stamp's name records the setting, so switching it rebuilds. TTT4REC_STRICT_CHECKS=1 turns a failing
 # exercise check (a broken reference solution) into a build error.
 BOOK_INPUTS := _config.yml _toc.yml $(shell find book ttt4rec_edu vendor -type f \
 	! -path '*/__pycache__/*' ! -path '*/.ipynb_checkpoints/*' ! -name '*.pyc' 2>/dev/null)
-BOOK_QUICK := $(or $(TTT4REC_QUICK),1)
+BOOK_QUICK := $(or $(TTT4REC_QUICK),auto)
 BOOK_STAMP := _build/html/.built-quick-$(BOOK_QUICK)
 
 book: setup $(BOOK_STAMP)
@@ -45,7 +46,7 @@ book: setup $(BOOK_STAMP)
 
 $(BOOK_STAMP): $(BOOK_INPUTS) $(STAMP)
 	@rm -f _build/html/.built-quick-*
-	TTT4REC_QUICK=$(BOOK_QUICK) TTT4REC_STRICT_CHECKS=1 $(VENV)/bin/jupyter-book build . --all -W --keep-going
+	TTT4REC_QUICK=$(filter-out auto,$(BOOK_QUICK)) TTT4REC_STRICT_CHECKS=1 $(VENV)/bin/jupyter-book build . --all -W --keep-going
 	@touch $@
 
 # Refresh vendor/ (MathJax, require.js, the widget manager) from npm; the next `make book` rebuilds.
