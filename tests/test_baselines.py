@@ -328,3 +328,26 @@ def test_learns_a_sequential_task_clearly_better_than_popularity(name, options, 
     result = train(build_model(name, splits.num_items, 12, **options), splits, config)["test"]
     assert result["ndcg@10"] > pop["ndcg@10"] + 0.1, (name, result, pop)
     assert result["hr@10"] >= pop["hr@10"], (name, result, pop)
+
+
+def test_bert4rec_cloze_loss_chunked_equals_plain(monkeypatch):
+    """With many items BERT4Rec's Cloze loss switches to the exact chunked cross-entropy: same loss, same grads."""
+    import ttt4rec_edu.baselines.bert4rec as bert_module
+
+    model = make("bert4rec").double()
+    item_seq, lengths = random_batch(torch.Generator().manual_seed(3), batch=6)
+    targets = torch.randint(1, NUM_ITEMS + 1, (6,), generator=torch.Generator().manual_seed(4))
+
+    def loss_and_grads():
+        model.zero_grad()
+        torch.manual_seed(11)  # the same random cloze mask in both runs
+        loss = model.calculate_loss(item_seq, lengths, targets)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain_loss, plain_grads = loss_and_grads()
+    monkeypatch.setattr(bert_module, "choose_chunk", lambda batch, items, budget=None: 5)
+    chunked_loss, chunked_grads = loss_and_grads()
+    torch.testing.assert_close(chunked_loss, plain_loss, rtol=1e-12, atol=1e-12)
+    for got, want in zip(chunked_grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)

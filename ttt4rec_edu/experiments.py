@@ -519,7 +519,7 @@ def estimate_costs(table: str, epochs: int = ESTIMATE_EPOCHS, gpu_tflops: float 
     Memory: fp32 weights + gradients + Adam's two moments (16 bytes per parameter), the autograd-saved
     activations of a ``batch_size`` batch (measured per sample), and the logits: ``3 · batch · items · 4`` bytes
     for the plain loss, or the trainer's item-chunk block when it switches to the chunked loss (``loss_chunk
-    auto``; models with their own loss, e.g. BERT4Rec's Cloze loss, keep the full logits).
+    auto``; BERT4Rec's Cloze loss switches to the same exact chunked loss over its masked positions).
     """
     from . import losses
     from .data import get_dataset_info
@@ -545,8 +545,7 @@ def estimate_costs(table: str, epochs: int = ESTIMATE_EPOCHS, gpu_tflops: float 
                      + (valid_n + test_n) * per["eval_flops"])
         # memory: logits part of the saved bytes is replaced by the trainer's chunk block when it chunks
         params = per["params"]
-        own_loss = exp.model == "bert4rec"
-        chunk = None if own_loss else losses.choose_chunk(batch_size, items)
+        chunk = losses.choose_chunk(batch_size, items)  # BERT4Rec's Cloze loss chunks the same way
         act_a, act_b = costs["saved_bytes"]
         activations = batch_size * (act_a if chunk is not None else act_a + act_b * items)
         logits = 3 * batch_size * (chunk if chunk is not None else items + 1) * 4
@@ -596,8 +595,7 @@ TABLE_HELP = {
     "2": ("Table 2: GRU4Rec, NARM, SASRec, BERT4Rec, Mamba4Rec, TTT4Rec (Transformer, MLP) on gowalla, "
           "twitch-100k, amazon-video-games, split 3:2:5", "18 cells × 3 seeds = 54 runs",
           "ESTIMATE ~150 GPU hours (3 seeds, 50 epochs, 10 TFLOP/s; dominated by Gowalla's 1.28 M "
-          "items; BERT4Rec's own full-logit Cloze loss on Gowalla needs far more than one GPU's memory at "
-          "batch 2048; see --estimate)"),
+          "items, whose loss runs in exact item chunks; see --estimate)"),
     "3": ("Table 3: TTT4Rec {Transformer, Mamba} × {Linear, MLP} inner models on gowalla and "
           "amazon-video-games, split 3:2:5", "8 cells × 3 seeds = 24 runs (2 cells shared with Table 2)",
           "ESTIMATE ~22 GPU hours (see --estimate)"),

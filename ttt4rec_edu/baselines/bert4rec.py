@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ttt4rec_edu.baselines.sasrec import TransformerEncoder, attention_mask, init_bert_style
+from ttt4rec_edu.losses import choose_chunk, chunked_cross_entropy, full_cross_entropy
 from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
 
 EVAL_DROP_OLDEST = ("always", "when_full")
@@ -145,10 +146,14 @@ class BERT4Rec(ItemScoringModel):
         if self.cfg.cloze_append_target:
             item_seq, lengths = append_token(item_seq, lengths, targets, self.max_len, always_drop_oldest=False)
         masked = self.cloze_mask(item_seq, lengths)
-        hidden = self.encode_positions(item_seq.masked_fill(masked, self.mask_token), lengths)[masked]
-        logits = hidden @ self.item_embedding.weight[: self.num_items + 1].T + self.output_bias
-        logits[:, 0] = float("-inf")  # padding is never a label
-        return F.cross_entropy(logits, item_seq[masked])
+        hidden = self.encode_positions(item_seq.masked_fill(masked, self.mask_token), lengths)[masked]  # (M, d)
+        # [h, 1] · [e_j, bias_j] = h·e_j + bias_j: the same logits as score_all, so the exact chunked loss can
+        # take over when the (M × items) logits would not fit (Gowalla's 1.28 M items); padding is never a label.
+        query = torch.cat([hidden, torch.ones_like(hidden[:, :1])], dim=1)
+        chunk = choose_chunk(query.shape[0], self.num_items)
+        if chunk is None:
+            return full_cross_entropy(query, self.item_table(), item_seq[masked])
+        return chunked_cross_entropy(query, self.item_table(), item_seq[masked], chunk=chunk)
 
 
 @register_model("bert4rec")
