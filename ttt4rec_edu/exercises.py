@@ -121,6 +121,21 @@ def _same(got: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float = 
     return got.shape == expected.shape and bool(torch.allclose(got, expected, atol=atol, rtol=rtol))
 
 
+def _tensor_answer(name: str, fn: Callable, args: tuple, expected: torch.Tensor, where: str,
+                   shape_hint: str) -> Tuple[Optional[torch.Tensor], Optional[ExerciseResult]]:
+    """Call the reader's ``fn(*args)`` and turn its answer into a tensor shaped like ``expected``; on an exception,
+    a non-tensor or a wrong shape return the failed result instead (with ``shape_hint`` for the shape case)."""
+    got, error = _call(name, fn, *args)
+    if error is not None:
+        return None, _fail(name, f"for {where}: {error.message}")
+    got_t = _as_tensor(got, expected)
+    if got_t is None or got_t.shape != expected.shape:
+        shape = None if got_t is None else tuple(got_t.shape)
+        return None, _fail(name, f"for {where}: expected a tensor of shape {tuple(expected.shape)}, got {shape}",
+                           shape_hint)
+    return got_t, None
+
+
 def _max_err(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got - expected).abs().max()) if got.shape == expected.shape else float("nan")
 
@@ -265,15 +280,11 @@ def check_rope_rotation(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.
     )
     for x, positions, base in cases:
         expected = apply_rope(x, positions, base)
-        got, error = _call(name, fn, x.clone(), positions.clone(), base)
         where = f"x of shape {tuple(x.shape)}, positions {positions.tolist()}, base {base:g}"
-        if error is not None:
-            return _report(_fail(name, f"for {where}: {error.message}"))
-        got_t = _as_tensor(got, expected)
-        if got_t is None or got_t.shape != expected.shape:
-            shape = None if got_t is None else tuple(got_t.shape)
-            return _report(_fail(name, f"for {where}: expected a tensor of shape {tuple(expected.shape)}, "
-                                       f"got {shape}", "RoPE returns a tensor shaped like its input."))
+        got_t, failure = _tensor_answer(name, fn, (x.clone(), positions.clone(), base), expected, where,
+                                        "RoPE returns a tensor shaped like its input.")
+        if failure is not None:
+            return _report(failure)
         if _same(got_t, expected, atol=1e-9):
             continue
         message = f"for {where}: largest difference {_max_err(got_t, expected):.3g}"
@@ -510,14 +521,10 @@ def check_ln_l2_grad(fn: Callable[..., torch.Tensor]) -> ExerciseResult:
     for z, target, gamma, beta in cases:
         expected = ln_fused_l2_bwd(z, target, gamma, beta)
         where = f"z of shape {tuple(z.shape)}"
-        got, error = _call(name, fn, z.clone(), target.clone(), gamma.clone(), beta.clone())
-        if error is not None:
-            return _report(_fail(name, f"for {where}: {error.message}"))
-        got_t = _as_tensor(got, expected)
-        if got_t is None or got_t.shape != expected.shape:
-            shape = None if got_t is None else tuple(got_t.shape)
-            return _report(_fail(name, f"for {where}: expected a tensor of shape {tuple(expected.shape)}, got {shape}",
-                                 "the gradient with respect to z has z's shape (n, f)."))
+        got_t, failure = _tensor_answer(name, fn, (z.clone(), target.clone(), gamma.clone(), beta.clone()),
+                                        expected, where, "the gradient with respect to z has z's shape (n, f).")
+        if failure is not None:
+            return _report(failure)
         if _same(got_t, expected, atol=1e-9):
             continue
         message = f"for {where}: largest difference from the reference {_max_err(got_t, expected):.3g}"
@@ -660,14 +667,10 @@ def check_token_scale(fn: Callable[[torch.Tensor], torch.Tensor]) -> ExerciseRes
     for delta in cases:
         expected = _token_scale(delta)
         where = f"b={delta.shape[0]}, delta={[round(float(d), 3) for d in delta]}"
-        got, error = _call(name, fn, delta.clone())
-        if error is not None:
-            return _report(_fail(name, f"for {where}: {error.message}"))
-        got_t = _as_tensor(got, expected)
-        if got_t is None or got_t.shape != expected.shape:
-            shape = None if got_t is None else tuple(got_t.shape)
-            return _report(_fail(name, f"for {where}: expected shape {tuple(expected.shape)}, got {shape}",
-                                 "return one τ per position of the mini-batch: shape (b,)."))
+        got_t, failure = _tensor_answer(name, fn, (delta.clone(),), expected, where,
+                                        "return one τ per position of the mini-batch: shape (b,).")
+        if failure is not None:
+            return _report(failure)
         if _same(got_t, expected, atol=1e-12):
             continue
         b = delta.shape[0]
