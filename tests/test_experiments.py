@@ -37,6 +37,9 @@ def test_table_sizes_and_unique_keys():
         ["ttt4rec-mamba-linear"]
     with pytest.raises(ValueError, match="no experiment matches"):
         select(table_experiments("4"), ["gowalla"])
+    beauty = select(table_experiments("beauty"), models=["ttt4rec"], splits=["6:2:2"])
+    assert [e.variant for e in beauty] == ["ttt4rec-transformer-mlp", "ttt4rec-transformer-mlp-noadapt"]
+    assert {e.split for e in beauty} == {"6:2:2"}
 
 
 def test_paper_lookup_finds_every_cell_with_the_csv_values():
@@ -138,6 +141,15 @@ def test_tiny_reproduce_writes_reports_skips_finished_runs_and_resumes(tmp_path,
     assert code == 0 and "18 experiments × 3 seeds = 54 runs" in text and "table2/gowalla/3-2-5/sasrec" in text
     code, _, err = run_main(argv[:-2] + ["--epochs", "2", "--out", out], capsys)
     assert code == 2 and "use another --out folder" in err
+    code, _, err = run_main(argv + ["--batch-size", "8"], capsys)
+    assert code == 2 and "'batch_size': 8" in err and "use another --out folder" in err
+    small = tmp_path / "batch8"
+    code, _, err = run_main(argv[:-1] + [small, "--models", "gru4rec", "--seeds", "0", "--batch-size", "8"], capsys)
+    assert code == 0, err
+    run = small / "runs" / "amazon-video-games" / "6-2-2" / "gru4rec" / "seed0"
+    assert json.loads((run / "metrics.json").read_text())["config"]["batch_size"] == 8
+    assert json.loads((run / "experiment.json").read_text())["settings"]["batch_size"] == 8
+    assert (run / "test_ranks.npz").exists()
     assert len(collect_results(out)) == 4
 
 

@@ -10,7 +10,8 @@ from torch import nn
 import ttt4rec_edu.train as train_mod
 from ttt4rec_edu.data.protocol import SequenceData, build_splits
 from ttt4rec_edu.models import build_model
-from ttt4rec_edu.train import (CHECKPOINT_NAME, METRICS_NAME, ModelCapabilityError, NonFiniteLossError,
+from ttt4rec_edu.metrics import compute_ranks, metrics_from_ranks
+from ttt4rec_edu.train import (CHECKPOINT_NAME, METRICS_NAME, RANKS_NAME, ModelCapabilityError, NonFiniteLossError,
                                OutputDirError, ResumeError, TrainConfig, train)
 
 METRIC_KEYS = {"hr@10", "hr@50", "ndcg@10", "ndcg@50"}
@@ -90,6 +91,18 @@ def test_train_writes_metrics_json(tmp_path):
     assert losses[-1] < losses[0]
 
 
+def test_saved_test_ranks_are_the_test_metrics_per_sample(tmp_path):
+    splits = tiny_splits()
+    model = fresh_model()
+    result = train(model, splits, cfg(epochs=2), out_dir=tmp_path)
+    ranks = np.load(tmp_path / RANKS_NAME)["ranks"]
+    # one rank per test sample, in the test split's order: the restored best model ranks them the same again
+    assert ranks.dtype == np.int32 and ranks.shape == (len(splits.test),)
+    assert np.array_equal(ranks, compute_ranks(model, splits.test, batch_size=7).numpy())
+    assert metrics_from_ranks(torch.from_numpy(ranks).long()) == pytest.approx(result["test"])
+    assert 1 <= ranks.min() and ranks.max() <= splits.num_items
+
+
 def test_defaults_follow_the_paper():
     c = TrainConfig()
     assert (c.lr, c.batch_size, c.eval_batch_size, c.patience, c.epochs, c.seed) == \
@@ -158,7 +171,7 @@ def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
     snapshots = {}
     model = fresh_model()
 
-    def fake_evaluate_split(m, sample_set, config, device, desc, dist=None):
+    def fake_evaluate_split(m, sample_set, config, device, desc, dist=None, ranks_out=None):
         if desc.startswith("valid ") and desc.split()[-1].isdigit():
             epoch = int(desc.split()[-1])
             snapshots[epoch] = {k: v.clone() for k, v in m.state_dict().items()}

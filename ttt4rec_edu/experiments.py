@@ -124,14 +124,16 @@ def all_experiments() -> List[Experiment]:
 
 
 def select(experiments: Iterable[Experiment], datasets: Optional[Sequence[str]] = None,
-           models: Optional[Sequence[str]] = None) -> List[Experiment]:
-    """Filter by dataset names and model names (registry names like ``sasrec ttt4rec``, or variants like
-    ``ttt4rec-mamba-linear``)."""
+           models: Optional[Sequence[str]] = None, splits: Optional[Sequence[str]] = None) -> List[Experiment]:
+    """Filter by dataset names, model names (registry names like ``sasrec ttt4rec``, or variants like
+    ``ttt4rec-mamba-linear``) and splits (``3:2:5``)."""
     chosen = [e for e in experiments
               if (not datasets or e.dataset in datasets)
-              and (not models or e.model in models or e.variant in models)]
+              and (not models or e.model in models or e.variant in models)
+              and (not splits or e.split in splits)]
     if not chosen:
-        raise ExperimentError(f"no experiment matches datasets={list(datasets or [])} models={list(models or [])}")
+        raise ExperimentError(f"no experiment matches datasets={list(datasets or [])} models={list(models or [])} "
+                              f"splits={list(splits or [])}")
     return chosen
 
 
@@ -175,10 +177,11 @@ def paper_row(experiment: Experiment) -> Optional[Dict[str, float]]:
 
 @dataclass
 class RunSettings:
-    """How the runs are made. The first five shape the results: a finished run is only reused when they match."""
+    """How the runs are made. The first six shape the results: a finished run is only reused when they match."""
 
     epochs: Optional[int] = None            # None: the trainer's default (300, early stopping ends sooner)
     patience: Optional[int] = None          # None: 5
+    batch_size: Optional[int] = None        # None: the trainer's 2048 (the paper's)
     max_train_batches: Optional[int] = None
     max_users: Optional[int] = None         # keep only the first users (a cut dataset)
     data_source: Optional[str] = None       # replace every dataset by this name/path or "synthetic"
@@ -189,7 +192,7 @@ class RunSettings:
     offline: bool = False
     progress: bool = False
 
-    RESULT_SHAPING = ("epochs", "patience", "max_train_batches", "max_users", "data_source")
+    RESULT_SHAPING = ("epochs", "patience", "batch_size", "max_train_batches", "max_users", "data_source")
 
     def shaping(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.RESULT_SHAPING}
@@ -222,7 +225,7 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
     say how; options override the settings' fields.
 
     A run with a checkpoint but no ``metrics.json`` (killed) resumes from the checkpoint. A finished run made
-    with other result-shaping settings (epochs, patience, max_train_batches, max_users, data_source) is an
+    with other result-shaping settings (epochs, patience, batch_size, max_train_batches, max_users, data_source) is an
     error rather than silently mixed into the table: use another ``out`` folder.
     """
     from .data import build_splits, dataset_stats
@@ -262,6 +265,7 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
                                  loss_chunk=settings.loss_chunk, bf16=settings.bf16, progress=settings.progress,
                                  **({"epochs": settings.epochs} if settings.epochs is not None else {}),
                                  **({"patience": settings.patience} if settings.patience is not None else {}),
+                                 **({"batch_size": settings.batch_size} if settings.batch_size is not None else {}),
                                  **({"max_train_batches": settings.max_train_batches}
                                     if settings.max_train_batches else {}))
             run_info = {"model": exp.model, "model_options": overrides, "experiment": exp.run_key,
@@ -635,6 +639,8 @@ def add_reproduce_parser(commands) -> argparse.ArgumentParser:
                                         "summarise them beside the paper's numbers.")
     p.add_argument("--table", required=True, choices=TABLES, help="which table (see below)")
     p.add_argument("--dataset", nargs="+", default=None, metavar="D", help="only these datasets")
+    p.add_argument("--split", nargs="+", default=None, metavar="A:B:C",
+                   help="only these splits (the beauty table has 3:2:5 and 6:2:2)")
     p.add_argument("--models", nargs="+", default=None, metavar="M",
                    help="only these models (registry names, or variants such as ttt4rec-mamba-linear)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S", help="seeds (default 0 1 2)")
@@ -644,9 +650,11 @@ def add_reproduce_parser(commands) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would run or be skipped; run nothing")
     p.add_argument("--estimate", action="store_true",
                    help="print the ESTIMATED GPU hours and memory of the table (FLOP counts); run nothing")
-    g = p.add_argument_group("tiny runs (tests, demos)")
+    g = p.add_argument_group("budgeted and tiny runs (CPU budgets, tests, demos; recorded with every run)")
     g.add_argument("--epochs", type=_non_negative_int, default=None, help="maximum epochs (default 300)")
     g.add_argument("--patience", type=_non_negative_int, default=None, help="early-stopping patience (default 5)")
+    g.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                   help="training batch (default 2048, the paper's; smaller batches take more steps per epoch)")
     g.add_argument("--max-train-batches", type=_positive_int, default=None, metavar="N",
                    help="at most N training batches per epoch")
     g.add_argument("--max-users", type=_positive_int, default=None, metavar="N",
@@ -667,7 +675,7 @@ def cmd_reproduce(args) -> int:
     """``python -m ttt4rec_edu reproduce``: list, estimate, dry-run or run a table and write the reports."""
     from .utils import resolve_device
 
-    experiments = select(table_experiments(args.table), args.dataset, args.models)
+    experiments = select(table_experiments(args.table), args.dataset, args.models, args.split)
     if args.list:
         for exp in experiments:
             paper = paper_row(exp)
@@ -678,7 +686,8 @@ def cmd_reproduce(args) -> int:
     if args.estimate:
         print(format_estimate(estimate_costs(args.table, seeds=len(args.seeds), experiments=experiments)))
         return 0
-    settings = RunSettings(epochs=args.epochs, patience=args.patience, max_train_batches=args.max_train_batches,
+    settings = RunSettings(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
+                           max_train_batches=args.max_train_batches,
                            max_users=args.max_users, data_source=args.data, device=args.device,
                            loss_chunk=args.loss_chunk, bf16=args.bf16, cache_dir=args.cache_dir,
                            offline=args.offline, progress=args.progress)

@@ -12,7 +12,8 @@ What one run does, in order:
    RecBole's early-stopping rule on valid NDCG@10 — an epoch whose score is ``>=`` the best so far resets the
    counter; training stops once more than ``patience`` epochs in a row did not;
 5. the best epoch's weights are restored and the test split is evaluated; ``metrics.json`` is written
-   (atomically, so a failed run never leaves a half-written or wrong file behind).
+   (atomically, so a failed run never leaves a half-written or wrong file behind), after ``test_ranks.npz``:
+   every test sample's rank, for per-user analyses;
 
 ``resume=True`` continues a killed run from its last checkpoint: model, optimizer, every RNG (Python, NumPy,
 torch CPU/CUDA and the shuffling generator), epoch counter, best score, best weights and history are restored,
@@ -27,6 +28,7 @@ writes files. With ``dist=None`` (the default) nothing of this runs: the single-
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import random
@@ -42,11 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .metrics import DEFAULT_MEMORY_BUDGET, evaluate, has_embedding_hooks
-from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
+from .metrics import DEFAULT_MEMORY_BUDGET, compute_ranks, has_embedding_hooks, metrics_from_ranks
+from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, resolve_device, set_seed
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
+RANKS_NAME = "test_ranks.npz"  # the rank of every test sample's target, in the test split's sample order
 CHECKPOINT_FORMAT = 1
 
 
@@ -312,11 +315,14 @@ def _check_finite(value: float, epoch: int, step: int, num_batches: int, config:
 
 
 def _evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: torch.device,
-                    desc: str, dist=None) -> Dict[str, float]:
+                    desc: str, dist=None, ranks_out: Optional[Path] = None) -> Dict[str, float]:
     """The one evaluation call site: HR/NDCG@ks, with test-time adaptation switched as configured.
 
     With ``dist`` every rank ranks a contiguous shard of the samples; the ranks are all-gathered in sample
     order and the metrics computed from all of them, identically on every rank.
+
+    ``ranks_out`` (single process only): also save every sample's rank there (``.npz``, key ``ranks``, int32,
+    in ``sample_set``'s order) for per-user analyses; the metrics are computed from those same ranks.
     """
     if not config.adapt_at_test:
         model.set_adapt_at_test(False)
@@ -327,9 +333,12 @@ def _evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: t
                                      device=device, item_chunk=config.item_chunk,
                                      memory_budget=config.eval_memory_budget,
                                      progress=config.progress, desc=desc)
-            return evaluate(model, sample_set, ks=config.ks, batch_size=config.eval_batch_size, device=device,
-                            item_chunk=config.item_chunk, memory_budget=config.eval_memory_budget,
-                            progress=config.progress, desc=desc)
+            ranks = compute_ranks(model, sample_set, batch_size=config.eval_batch_size, device=device,
+                                  item_chunk=config.item_chunk, memory_budget=config.eval_memory_budget,
+                                  progress=config.progress, desc=desc)
+            if ranks_out is not None:
+                atomic_write_bytes(ranks_out, _npz_bytes(ranks=ranks.numpy().astype(np.int32)))
+            return metrics_from_ranks(ranks, config.ks)
     finally:
         if not config.adapt_at_test:
             model.set_adapt_at_test(True)
@@ -434,7 +443,8 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
             model.load_state_dict(state["best_state"])
 
     valid = _evaluate_split(model, splits.valid, config, device, desc="valid (best)", dist=dist)
-    test = _evaluate_split(model, splits.test, config, device, desc="test", dist=dist)
+    ranks_out = out_path / RANKS_NAME if out_path is not None and dist is None else None
+    test = _evaluate_split(model, splits.test, config, device, desc="test", dist=dist, ranks_out=ranks_out)
     result = {
         "valid": valid,
         "test": test,
@@ -455,6 +465,12 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
     if out_path is not None and writes_files:
         atomic_write_json(out_path / METRICS_NAME, _json_safe(result))
     return result
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, generator: torch.Generator,
@@ -508,4 +524,4 @@ def _json_safe(obj):
 
 
 __all__ = ["TrainConfig", "TrainError", "OutputDirError", "ResumeError", "NonFiniteLossError",
-           "ModelCapabilityError", "train", "train_epoch", "batch_loss", "CHECKPOINT_NAME", "METRICS_NAME"]
+           "ModelCapabilityError", "train", "train_epoch", "batch_loss", "CHECKPOINT_NAME", "METRICS_NAME", "RANKS_NAME"]
