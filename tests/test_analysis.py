@@ -1,0 +1,132 @@
+"""Reading finished runs (ttt4rec_edu.analysis): per-sample metrics, buckets, the user bootstrap, run files."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ttt4rec_edu.analysis import (RunFilesError, epoch_costs, learning_curves, length_buckets, load_test_ranks,
+                                  metric_by_group, paired_bootstrap, per_sample_metric, sample_table)
+from ttt4rec_edu.data.protocol import SequenceData, build_splits, split_counts
+from ttt4rec_edu.experiments import RunSettings, _load_cell_data, run_experiments, select, table_experiments
+from ttt4rec_edu.metrics import metrics_from_ranks
+
+
+def test_per_sample_metrics_by_hand_and_their_means_are_the_library_metrics():
+    ranks = np.array([1, 2, 10, 11, 50, 51])
+    assert per_sample_metric(ranks, "hr@10").tolist() == [1, 1, 1, 0, 0, 0]
+    assert per_sample_metric(ranks, "hr@50").tolist() == [1, 1, 1, 1, 1, 0]
+    expected = [1.0, 1 / math.log2(3), 1 / math.log2(11), 0.0, 0.0, 0.0]
+    assert per_sample_metric(ranks, "ndcg@10") == pytest.approx(expected)
+    library = metrics_from_ranks(torch.tensor(ranks))
+    for metric, value in library.items():
+        assert per_sample_metric(ranks, metric).mean() == pytest.approx(value)
+    for bad in ("mrr@10", "hr10", "ndcg@0", "hr@x"):
+        with pytest.raises(ValueError, match="metric must look like"):
+            per_sample_metric(ranks, bad)
+
+
+def test_length_buckets_labels_edges_and_errors():
+    buckets = length_buckets([1, 2, 3, 4, 5, 7, 8, 50, 51, 300], edges=(1, 3, 5, 8, 51))
+    assert list(buckets.categories) == ["1–2", "3–4", "5–7", "8–50", "51+"]
+    assert list(buckets) == ["1–2", "1–2", "3–4", "3–4", "5–7", "5–7", "8–50", "8–50", "51+", "51+"]
+    assert list(length_buckets([1, 2], edges=(1, 2))) == ["1", "2+"]
+    with pytest.raises(ValueError, match="increasing"):
+        length_buckets([3], edges=(1, 5, 5))
+    with pytest.raises(ValueError, match="below the first edge"):
+        length_buckets([0, 3], edges=(1, 5))
+
+
+def test_metric_by_group_means_and_counts():
+    ranks = np.array([1, 20, 3, 100])
+    table = metric_by_group(ranks, ["b", "a", "b", "a"], "hr@10")
+    assert table.index.tolist() == ["a", "b"]
+    assert table["hr@10"].tolist() == [0.0, 1.0] and table["samples"].tolist() == [2, 2]
+
+
+def test_sample_table_has_users_and_uncut_histories_in_sample_order():
+    seqs = [np.arange(1, 9), np.array([3, 4, 5, 6, 7])]  # 8 and 5 items → 7 and 4 samples
+    splits = build_splits(SequenceData(seqs, 10, name="hand"), max_len=3, split="3:2:5")
+    table = sample_table(splits.test)
+    assert len(table) == len(splits.test)
+    _, lengths, targets = splits.test.batch()
+    assert table["input_length"].tolist() == lengths.tolist() and table["target"].tolist() == targets.tolist()
+    # the test part of each user is its last samples (RecBole rounding: 3 of user 0's 7, 2 of user 1's 4)
+    assert [split_counts(7, (0.3, 0.2, 0.5))[2], split_counts(4, (0.3, 0.2, 0.5))[2]] == [3, 2]
+    assert table["user"].tolist() == [0, 0, 0, 1, 1]
+    assert table["history"].tolist() == [5, 6, 7, 3, 4]
+    assert table["input_length"].max() == 3  # cut at max_len, while the history is not
+
+
+def test_paired_bootstrap_constant_difference_and_shares():
+    users = np.repeat(np.arange(5), 3)
+    result = paired_bootstrap(np.full(15, 0.25), users, num_boot=200)
+    row = result.loc["all"]
+    assert row["mean"] == pytest.approx(0.25) and row["low"] == pytest.approx(0.25)
+    assert row["high"] == pytest.approx(0.25)
+    assert row["samples"] == 15 and row["users"] == 5 and row["share_better"] == 1.0 and row["share_worse"] == 0.0
+
+
+def test_paired_bootstrap_resamples_users_not_samples():
+    # 200 users, 20 samples each; the difference is a per-user effect (identical within a user), so the
+    # uncertainty is that of a mean over 200 users (sd 1 / sqrt(200)), not over 4000 samples
+    rng = np.random.default_rng(1)
+    effect = rng.normal(0.0, 1.0, size=200)
+    users = np.repeat(np.arange(200), 20)
+    result = paired_bootstrap(effect[users], users, num_boot=2000, seed=3)
+    row = result.loc["all"]
+    half_width = (row["high"] - row["low"]) / 2
+    expected = 1.96 * effect.std(ddof=1) / math.sqrt(200)
+    assert half_width == pytest.approx(expected, rel=0.15)
+    assert row["low"] < row["mean"] < row["high"] and row["mean"] == pytest.approx(effect.mean())
+
+
+def test_paired_bootstrap_groups_and_errors():
+    users = np.array([0, 0, 1, 1, 2, 2])
+    groups = length_buckets([1, 5, 1, 5, 1, 5], edges=(1, 3))
+    diff = np.array([1.0, -1.0, 1.0, -1.0, 1.0, 0.0])
+    result = paired_bootstrap(diff, users, groups, num_boot=100)
+    assert result.index.tolist() == ["all", "1–2", "3+"]
+    assert result.loc["1–2", "mean"] == 1.0 and result.loc["3+", "mean"] == pytest.approx(-2 / 3)
+    assert result.loc["3+", "share_worse"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="equal length"):
+        paired_bootstrap(diff, users[:-1])
+    with pytest.raises(ValueError, match="level"):
+        paired_bootstrap(diff, users, level=1.5)
+
+
+@pytest.mark.slow
+def test_curves_costs_and_ranks_of_a_tiny_reproduction(tmp_path):
+    experiments = select(table_experiments("beauty"), models=["gru4rec", "ttt4rec-transformer-mlp"],
+                         splits=["3:2:5"])
+    settings = RunSettings(epochs=2, patience=5, batch_size=32, max_users=40, data_source="synthetic", device="cpu")
+    results = run_experiments(experiments, seeds=[0, 1], out=tmp_path, settings=settings, log=lambda _: None)
+    assert len(results) == 4
+
+    curves = learning_curves(tmp_path, experiments, seeds=[0, 1, 2])  # seed 2 never ran: skipped
+    assert len(curves) == 2 * 2 * 2 and set(curves["epoch"]) == {1, 2}
+    assert set(curves["variant"]) == {"gru4rec", "ttt4rec-transformer-mlp"}
+    assert {"loss", "valid_ndcg@10", "time_s", "samples_per_s"} <= set(curves.columns)
+    costs = epoch_costs(curves).set_index("variant")
+    assert costs.loc["gru4rec", "seeds"] == 2 and costs.loc["gru4rec", "epochs"] == 2
+    assert (costs["s_per_epoch"] > 0).all() and (costs["train_samples_per_s"] > 0).all()
+
+    # the saved ranks line up with the rebuilt test split and give the run's own test metrics
+    data, max_len = _load_cell_data(experiments[0], settings)
+    test = build_splits(data, max_len, "3:2:5").test
+    for exp in experiments:
+        for seed in (0, 1):
+            ranks = load_test_ranks(tmp_path, exp, seed, expected_samples=len(test))
+            row = results[(results["model"] == exp.model) & (results["seed"] == seed)].iloc[0]
+            for metric in ("hr@10", "ndcg@50"):
+                assert per_sample_metric(ranks, metric).mean() == pytest.approx(row[metric])
+    assert len(sample_table(test)) == len(test)
+
+    with pytest.raises(ValueError, match="the test split has 3 samples"):
+        load_test_ranks(tmp_path, experiments[0], 0, expected_samples=3)
+    with pytest.raises(RunFilesError, match="seed2.*test_ranks.npz"):
+        load_test_ranks(tmp_path, experiments[0], 2)
+    metrics_file = tmp_path / "runs" / experiments[0].run_key / "seed0" / "metrics.json"
+    assert json.loads(metrics_file.read_text())["config"]["batch_size"] == 32

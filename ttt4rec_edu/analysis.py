@@ -1,0 +1,202 @@
+"""Reading finished runs: learning curves, time per epoch, and per-sample / per-user comparisons (Chapter 9).
+
+Every function here reads what :func:`ttt4rec_edu.experiments.run_experiments` (``python -m ttt4rec_edu
+reproduce``) leaves in a results folder::
+
+    OUT/runs/<dataset>/<split>/<variant>/seed<k>/metrics.json      per-epoch history, valid and test metrics
+    OUT/runs/<dataset>/<split>/<variant>/seed<k>/test_ranks.npz    the rank of every test sample's target
+
+The per-sample ranks are in the order of the test split's samples, which :func:`ttt4rec_edu.data.build_splits`
+rebuilds deterministically from the data, so a rank can be joined with its user and with how many earlier items
+that user had (:func:`sample_table`).
+
+Per-sample metrics: with ``r`` the 1-based rank of the target, ``HR@K = [r <= K]`` and
+``NDCG@K = [r <= K] / log2(r + 1)`` — their means over the samples are the metrics of
+:mod:`ttt4rec_edu.metrics`.
+
+Uncertainty of a difference between two models on the same test samples (:func:`paired_bootstrap`): the samples
+of one user are not independent (same history, same tastes), so the bootstrap resamples **users** with their
+samples (a cluster bootstrap) rather than single samples.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .train import METRICS_NAME, RANKS_NAME
+
+__all__ = ["learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "per_sample_metric",
+           "metric_by_group", "length_buckets", "paired_bootstrap", "RunFilesError"]
+
+
+class RunFilesError(FileNotFoundError):
+    """A results folder lacks a file a function needs (the message names the file and how to make it)."""
+
+
+def _run_folder(out, experiment, seed: int) -> Path:
+    from .experiments import run_dir
+
+    return run_dir(Path(out), experiment, seed)
+
+
+def _read_metrics(folder: Path) -> dict:
+    path = folder / METRICS_NAME
+    if not path.exists():
+        raise RunFilesError(f"{path} does not exist: the run is not finished (run `python -m ttt4rec_edu "
+                            "reproduce ...` with the same --out to finish it)")
+    return json.loads(path.read_text())
+
+
+def learning_curves(out, experiments: Sequence, seeds: Sequence[int]) -> pd.DataFrame:
+    """One row per (experiment, seed, epoch) of the finished runs under ``out``; unfinished runs are skipped.
+
+    Columns: ``split``, ``model`` (registry name), ``variant`` (e.g. ``ttt4rec-transformer-mlp-noadapt``),
+    ``seed``, ``epoch``, ``loss`` (mean training loss of the epoch), ``valid_hr@10`` ... ``valid_ndcg@50``,
+    ``time_s`` (training + validation of that epoch), ``samples_per_s`` (training throughput), ``best_epoch``.
+    """
+    rows = []
+    for exp in experiments:
+        for seed in seeds:
+            folder = _run_folder(out, exp, seed)
+            if not (folder / METRICS_NAME).exists():
+                continue
+            metrics = _read_metrics(folder)
+            for h in metrics.get("history", []):
+                row = {"split": exp.split, "model": exp.model, "variant": exp.variant, "seed": int(seed),
+                       "epoch": int(h["epoch"]), "loss": h["loss"], "time_s": h["time_s"],
+                       "samples_per_s": h["samples_per_s"], "best_epoch": metrics.get("best_epoch")}
+                row.update({f"valid_{k}": v for k, v in h["valid"].items()})
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def epoch_costs(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per (split, variant): seeds, epochs run, mean seconds per epoch (training + validation) and mean training
+    throughput in samples per second, from :func:`learning_curves`."""
+    if curves.empty:
+        return pd.DataFrame(columns=["split", "variant", "seeds", "epochs", "s_per_epoch", "train_samples_per_s"])
+    grouped = curves.groupby(["split", "variant"], sort=False)
+    return pd.DataFrame({
+        "seeds": grouped["seed"].nunique(),
+        "epochs": grouped["epoch"].max(),
+        "s_per_epoch": grouped["time_s"].mean(),
+        "train_samples_per_s": grouped["samples_per_s"].mean(),
+    }).reset_index()
+
+
+def load_test_ranks(out, experiment, seed: int, expected_samples: Optional[int] = None) -> np.ndarray:
+    """``int64 (N,)``: the saved rank of every test sample of one finished run (1 = best).
+
+    ``expected_samples``: the size of the test split the caller rebuilt; a different count is an error (the run
+    was made on other data or another split), never a silent misalignment.
+    """
+    folder = _run_folder(out, experiment, seed)
+    path = folder / RANKS_NAME
+    if not path.exists():
+        raise RunFilesError(f"{path} does not exist: runs save their test ranks since the trainer writes "
+                            f"{RANKS_NAME}; rerun this run (delete {folder}) to make it")
+    ranks = np.load(path)["ranks"].astype(np.int64)
+    if expected_samples is not None and len(ranks) != expected_samples:
+        raise ValueError(f"{path} holds {len(ranks)} ranks but the test split has {expected_samples} samples: "
+                         "the run was made on other data or another split")
+    return ranks
+
+
+def sample_table(sample_set) -> pd.DataFrame:
+    """One row per sample of a :class:`ttt4rec_edu.data.SampleSet`, in its order: ``user`` (internal id),
+    ``history`` (number of earlier items of that user, *not* cut at ``max_len``), ``input_length`` (what the model
+    saw: ``min(history, max_len)``) and ``target`` (item id)."""
+    user = sample_set.user.numpy()
+    history = (sample_set.target_index - sample_set.user_start[sample_set.user]).numpy()
+    return pd.DataFrame({"user": user, "history": history, "input_length": np.minimum(history, sample_set.max_len),
+                         "target": sample_set.targets.numpy()})
+
+
+def per_sample_metric(ranks, metric: str = "ndcg@10") -> np.ndarray:
+    """``float64 (N,)``: ``hr@K`` → ``[rank <= K]``, ``ndcg@K`` → ``[rank <= K] / log2(rank + 1)``."""
+    name, _, k = metric.partition("@")
+    if name not in ("hr", "ndcg") or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"metric must look like 'hr@10' or 'ndcg@50', got {metric!r}")
+    ranks = np.asarray(ranks, dtype=np.float64)
+    hit = ranks <= int(k)
+    if name == "hr":
+        return hit.astype(np.float64)
+    return np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
+def metric_by_group(ranks, groups, metric: str = "ndcg@10") -> pd.DataFrame:
+    """Mean of the per-sample ``metric`` within each group label (e.g. a length bucket); columns ``metric``
+    (the mean) and ``samples``, indexed by group in sorted order (categorical order for a categorical)."""
+    values = per_sample_metric(ranks, metric)
+    frame = pd.DataFrame({"group": groups, "value": values})
+    grouped = frame.groupby("group", observed=True, sort=True)["value"]
+    return pd.DataFrame({metric: grouped.mean(), "samples": grouped.size()})
+
+
+def length_buckets(history, edges: Sequence[int] = (1, 3, 5, 8, 13, 21, 51)) -> pd.Categorical:
+    """Label each sample's ``history`` by the bucket ``[edges[i], edges[i+1])`` it falls into, e.g. ``"3–4"``;
+    the last bucket is open (``"51+"`` for the default edges, i.e. histories longer than the context 50)."""
+    edges = [int(e) for e in edges]
+    if sorted(set(edges)) != edges or edges[0] < 0:
+        raise ValueError(f"edges must be increasing non-negative integers, got {edges}")
+    labels = [f"{a}" if b - a == 1 else f"{a}–{b - 1}" for a, b in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]
+    history = np.asarray(history)
+    if (history < edges[0]).any():
+        raise ValueError(f"a history of {int(history.min())} is below the first edge {edges[0]}")
+    codes = np.searchsorted(np.asarray(edges), history, side="right") - 1
+    return pd.Categorical.from_codes(codes, categories=labels, ordered=True)
+
+
+def paired_bootstrap(difference, users, groups=None, num_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> pd.DataFrame:
+    """Mean of a per-sample ``difference`` (model A − model B on the same samples) with a user-level bootstrap
+    confidence interval, overall and per group.
+
+    Args:
+        difference: ``(N,)`` per-sample differences, e.g. ``per_sample_metric(ranks_a) - per_sample_metric(ranks_b)``.
+        users: ``(N,)`` the user of each sample; users are resampled with replacement, each with all its samples.
+        groups: optional ``(N,)`` labels (e.g. :func:`length_buckets`); one row per group plus ``"all"``.
+        num_boot: bootstrap replicates; ``level``: the central coverage of the interval (percentile method).
+
+    Returns: rows indexed by group with ``mean``, ``low``, ``high``, ``samples``, ``users``, ``share_better``
+    (fraction of users whose mean difference is > 0), ``share_worse`` (< 0).
+    """
+    difference = np.asarray(difference, dtype=np.float64)
+    users = np.asarray(users)
+    if difference.shape != users.shape or difference.ndim != 1:
+        raise ValueError(f"difference and users must be 1-D of equal length, got {difference.shape} and {users.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    parts: Dict[str, np.ndarray] = {"all": np.ones(len(difference), dtype=bool)}
+    if groups is not None:
+        groups = pd.Series(groups)
+        labels = groups.cat.categories if hasattr(groups, "cat") else sorted(groups.unique())
+        for label in labels:
+            mask = (groups == label).to_numpy()
+            if mask.any():
+                parts[str(label)] = mask
+    rows = {}
+    tail = (1 - level) / 2
+    for name, mask in parts.items():
+        # per-user sums and counts: resampling users = reweighting these by multinomial counts
+        codes, user_index = np.unique(users[mask], return_inverse=True)
+        sums = np.bincount(user_index, weights=difference[mask], minlength=len(codes))
+        counts = np.bincount(user_index, minlength=len(codes)).astype(np.float64)
+        estimates = []
+        for start in range(0, num_boot, 100):  # 100 replicates at a time keep the weight matrix small
+            reps = min(100, num_boot - start)
+            weights = rng.multinomial(len(codes), np.full(len(codes), 1.0 / len(codes)), size=reps)
+            estimates.append((weights @ sums) / np.maximum(weights @ counts, 1.0))
+        estimates = np.concatenate(estimates)
+        per_user = sums / counts
+        rows[name] = {"mean": sums.sum() / counts.sum(), "low": float(np.quantile(estimates, tail)),
+                      "high": float(np.quantile(estimates, 1 - tail)), "samples": int(counts.sum()),
+                      "users": len(codes), "share_better": float(np.mean(per_user > 0)),
+                      "share_worse": float(np.mean(per_user < 0))}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
