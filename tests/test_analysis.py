@@ -130,3 +130,8 @@ def test_curves_costs_and_ranks_of_a_tiny_reproduction(tmp_path):
         load_test_ranks(tmp_path, experiments[0], 2)
     metrics_file = tmp_path / "runs" / experiments[0].run_key / "seed0" / "metrics.json"
     assert json.loads(metrics_file.read_text())["config"]["batch_size"] == 32
+
+
+def test_sequence_data_repr_is_a_one_line_summary():
+    data = SequenceData([np.arange(1, 2001), np.array([1, 2, 3])], 2000, name="big")
+    assert repr(data) == "SequenceData(name='big', users=2, items=2,000, interactions=2,003)"

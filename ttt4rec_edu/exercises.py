@@ -1287,6 +1287,188 @@ def check_seed_summary(fn) -> ExerciseResult:
 __all__ += ["check_seed_summary"]
 
 
+# ==========================================================================================================
+# Chapter 9: training and evaluating on a CPU — a metric per history-length bucket
+#
+# ``check_metric_by_length(fn)``: ``fn(ranks[N], history[N], edges, k) -> len(edges) floats``: the mean NDCG@k
+# of the test samples in each bucket ``[edges[i], edges[i+1])`` and in the open last bucket ``[edges[-1], ∞)``;
+# reference: ``metric_by_group(ranks, length_buckets(history, edges), f"ndcg@{k}")`` (ttt4rec_edu.analysis).
+# ==========================================================================================================
+
+_LENGTH_CASES = ((90, 10, (1, 3, 5, 8, 13, 21, 51)),   # (seed, k, edges): the book's buckets, context 50
+                 (91, 5, (1, 2, 6, 20, 40)))
+
+
+def _length_case(seed: int, k: int, edges: Tuple[int, ...]):
+    """``(ranks int64 (400,), history int64 (400,))``: ranks in 1..200 (half of them drawn from 1..2k, so that
+    every bucket has hits), histories in 1..80. Every edge and every edge − 1 occurs as a history (so buckets
+    ``[a, b)`` and ``[a, b]`` differ) with a rank in 2..k (so NDCG@k differs from HR@k and from 0-based ranks in
+    every bucket); some ranks are 1 (so log2(rank) divides by zero)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    ranks = np.where(rng.random(n) < 0.5, rng.integers(1, 2 * k + 1, n), rng.integers(1, 201, n))
+    history = rng.integers(1, 81, n)
+    on_edges = sorted(set(edges) | {e - 1 for e in edges if e - 1 >= edges[0]})
+    history[:len(on_edges)] = on_edges
+    ranks[:len(on_edges)] = rng.integers(2, k + 1, len(on_edges))
+    codes = np.searchsorted(np.asarray(edges), history, side="right") - 1
+    counts = np.bincount(codes, minlength=len(edges))
+    assert (counts > 0).all() and (ranks == 1).any(), f"case seed={seed} has an empty bucket: {counts}"
+    return ranks.astype(np.int64), history.astype(np.int64)
+
+
+def _means_per_code(gain, codes, buckets: int):
+    import numpy as np
+
+    return np.array([gain[codes == b].mean() if (codes == b).any() else np.nan for b in range(buckets)])
+
+
+def _length_variants(ranks, history, edges, k: int) -> dict:
+    """The usual wrong answers, each recomputed with numpy: name → ``len(edges)`` bucket values."""
+    import numpy as np
+
+    r = ranks.astype(np.float64)
+    e = np.asarray(edges)
+    nb = len(edges)
+    hit = r <= k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gains = {
+            "log2_rank": np.where(hit, 1.0 / np.log2(r), 0.0),
+            "hr": hit.astype(np.float64),
+            "zero_based": np.where(hit, 1.0 / np.log2(r + 2.0), 0.0),
+            "zero_based_strict": np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0),
+            "natural_log": np.where(hit, 1.0 / np.log(r + 1.0), 0.0),
+            "right": np.where(hit, 1.0 / np.log2(r + 1.0), 0.0),
+        }
+    right = np.searchsorted(e, history, side="right") - 1
+    variants = {name: _means_per_code(g, right, nb) for name, g in gains.items() if name != "right"}
+    gain = gains["right"]
+    # [a, b] instead of [a, b): a history equal to an edge goes to the lower bucket ...
+    lower = np.maximum(np.searchsorted(e, history, side="left") - 1, 0)
+    variants["closed"] = _means_per_code(gain, lower, nb)
+    # ... or, with masks (a <= h) & (h <= b), to both buckets
+    masks = [(history >= a) & (history <= b) for a, b in zip(edges[:-1], edges[1:])] + [history >= edges[-1]]
+    variants["closed_overlap"] = np.array([gain[m].mean() for m in masks])
+    variants["overall"] = np.full(nb, gain.mean())
+    return variants
+
+
+_LENGTH_HINTS = {
+    "log2_rank": "the discount is log2(rank + 1), not log2(rank): rank 1 gets 1/log2(2) = 1, while 1/log2(1) "
+                 "divides by zero (inf/nan).",
+    "hr": "that is HR@k (a hit counts 1); NDCG@k weighs a hit by 1/log2(rank + 1).",
+    "zero_based": "the ranks are 1-based (1 = best): the gain is 1/log2(rank + 1), not 1/log2(rank + 2).",
+    "zero_based_strict": "the ranks are 1-based (1 = best): the gain is 1/log2(rank + 1) for rank <= k, not "
+                         "1/log2(rank + 2) for rank < k.",
+    "natural_log": "use the base-2 logarithm (np.log2), not the natural logarithm.",
+    "closed": "the buckets are half-open, [edges[i], edges[i+1]): a history equal to an edge belongs to the "
+              "bucket that starts there, not to the one below (np.searchsorted(edges, history, side='right') - 1).",
+    "closed_overlap": "the buckets are half-open, [edges[i], edges[i+1]): use history < b, not history <= b, so "
+                      "that a history equal to an edge is counted once, in the bucket that starts there.",
+    "overall": "that is the mean over all samples, repeated; average the per-sample NDCG@k within each bucket.",
+}
+
+
+def check_metric_by_length(fn: Callable[..., Sequence[float]]) -> ExerciseResult:
+    """Check ``fn(ranks, history, edges, k) -> len(edges) floats``: the mean NDCG@k per history-length bucket.
+
+    ``ranks``: ``int64 (N,)``, the 1-based rank of each test sample's target; ``history``: ``int64 (N,)``, how many
+    earlier items that sample's user had (>= 1); ``edges``: increasing ints, e.g. ``(1, 3, 5, 8, 13, 21, 51)``;
+    ``k``: the cut-off. Buckets are ``[edges[i], edges[i+1])`` for ``i = 0 .. len(edges) - 2`` and the open
+    ``[edges[-1], ∞)``; per sample ``NDCG@k = 1/log2(rank + 1)`` if ``rank <= k`` else 0. Any 1-D sequence is
+    accepted (list, tuple, numpy array, pandas Series, torch tensor), compared with atol 1e-9 (1e-6 for a float32
+    answer). Reference:
+    ``metric_by_group(ranks, length_buckets(history, edges), f"ndcg@{k}")`` of :mod:`ttt4rec_edu.analysis`,
+    on two seeded cases of 400 samples with no empty bucket.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .analysis import length_buckets, metric_by_group
+
+    name = "check_metric_by_length"
+    buckets_checked = 0
+    for seed, k, edges in _LENGTH_CASES:
+        ranks, history = _length_case(seed, k, edges)
+        groups = length_buckets(history, edges)
+        labels = list(groups.categories)
+        table = metric_by_group(ranks, groups, f"ndcg@{k}")
+        expected = table[f"ndcg@{k}"].reindex(labels).to_numpy(dtype=np.float64)
+        where = f"k={k}, edges={edges} ({len(ranks)} samples)"
+        got, error = _call(name, fn, ranks.copy(), history.copy(), edges, k)
+        if error is not None:
+            return _report(_fail(name, f"for {where}: {error.message}"))
+        if isinstance(got, pd.DataFrame):
+            return _report(_fail(name, f"for {where} you returned a DataFrame with columns {list(got.columns)}",
+                                 f"return one number per bucket (e.g. the 'ndcg@{k}' column of "
+                                 "metric_by_group's table, in bucket order)."))
+        try:
+            if isinstance(got, torch.Tensor):
+                low_precision = got.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                values = got.detach().cpu().to(torch.float64).numpy()
+            else:
+                low_precision = getattr(np.asarray(got), "dtype", None) in (np.float32, np.float16)
+                values = np.asarray(got, dtype=np.float64)
+        except (TypeError, ValueError, RuntimeError):
+            return _report(_fail(name, f"for {where} you returned {type(got).__name__}: {got!r}"[:300],
+                                 f"return a sequence of {len(edges)} floats, one per bucket."))
+        atol = 1e-6 if low_precision else 1e-9   # torch.tensor(list of floats) is float32: ~7 significant digits
+        expected_len = f"expected {len(edges)} values, one per bucket {labels}"
+        overall = float(expected @ table["samples"].reindex(labels).to_numpy()) / len(ranks)
+        if values.size == 1 and values.ndim <= 1:
+            value = float(values.reshape(-1)[0])
+            hint = ("that is the mean over all samples: " if math.isclose(value, overall, abs_tol=atol)
+                    else "") + "split the samples by bucket and average NDCG@k within each bucket."
+            return _report(_fail(name, f"for {where}: {expected_len}, got one number ({value:.6g})", hint))
+        if values.ndim != 1:
+            return _report(_fail(name, f"for {where}: {expected_len}, got an array of shape {values.shape}",
+                                 "return a flat sequence (1-D), the buckets in order."))
+        if len(values) == len(edges) - 1:
+            same = np.allclose(values, expected[:-1], atol=atol, rtol=0.0, equal_nan=True)
+            return _report(_fail(name, f"for {where}: {expected_len}, got {len(values)}",
+                                 f"{'your values match the first buckets, but ' if same else ''}the last bucket "
+                                 f"is open: [{edges[-1]}, ∞) holds every history >= {edges[-1]} "
+                                 f"('{labels[-1]}'; with the default edges, histories longer than the context of "
+                                 "50), so there is one bucket per edge, not one per pair of edges."))
+        if len(values) != len(edges):
+            return _report(_fail(name, f"for {where}: {expected_len}, got {len(values)}",
+                                 f"one value per bucket: {len(edges) - 1} half-open buckets [edges[i], edges[i+1]) "
+                                 f"and the open last one [{edges[-1]}, ∞)."))
+        if np.allclose(values, expected, atol=atol, rtol=0.0):
+            buckets_checked += len(edges)
+            continue
+        variants = _length_variants(ranks, history, edges, k)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            wrong = [labels[i] for i in np.flatnonzero(bad)]
+            if np.array_equal(bad, ~np.isfinite(variants["log2_rank"])):
+                hint = _LENGTH_HINTS["log2_rank"]
+            else:
+                hint = ("no bucket is empty here, so every mean is finite: look for a division by zero or a log "
+                        "of 0 in the per-sample NDCG@k.")
+            return _report(_fail(name, f"for {where}: buckets {wrong} are not finite: {values.tolist()}", hint))
+        for variant, variant_values in variants.items():
+            if np.allclose(values, variant_values, atol=atol, rtol=0.0):
+                return _report(_fail(name, f"for {where}: expected {np.round(expected, 6).tolist()}, got "
+                                           f"{np.round(values, 6).tolist()}", _LENGTH_HINTS[variant]))
+        diff = np.abs(values - expected)
+        first = int(np.flatnonzero(diff > atol)[0])
+        return _report(_fail(name, f"for {where}: the largest difference is {diff.max():.3g}; the first bucket that "
+                                   f"differs is '{labels[first]}': expected {expected[first]:.6f}, got "
+                                   f"{values[first]:.6f}",
+                             "per sample NDCG@k = 1/log2(rank + 1) if rank <= k else 0; bucket i holds the samples "
+                             "with edges[i] <= history < edges[i+1] (the last: history >= edges[-1]); report each "
+                             "bucket's mean, in bucket order."))
+    return _report(ExerciseResult(name, True, f"matches metric_by_group(length_buckets(...)) on "
+                                              f"{len(_LENGTH_CASES)} cases ({buckets_checked} buckets, k = "
+                                              f"{' and '.join(str(c[1]) for c in _LENGTH_CASES)})."))
+
+
+__all__ += ["check_metric_by_length"]
+
+
 if __name__ == "__main__":   # python -m ttt4rec_edu.exercises {index,export,grade}: the instructor tools
     from .instructor import main
     raise SystemExit(main())

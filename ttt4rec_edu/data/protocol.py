@@ -62,6 +62,10 @@ class SequenceData:
     def avg_seq_len(self) -> float:
         return self.num_interactions / max(self.num_users, 1)
 
+    def __repr__(self) -> str:  # the dataclass default would print every sequence (millions of ids)
+        return (f"SequenceData(name={self.name!r}, users={self.num_users:,}, items={self.num_items:,}, "
+                f"interactions={self.num_interactions:,})")
+
 
 def parse_split(spec) -> Tuple[float, ...]:
     """``"3:2:5"`` → ``(0.3, 0.2, 0.5)`` (normalised like RecBole); ``"loo"`` → leave-one-out marker ``()``.
