@@ -113,6 +113,9 @@ def test_tiny_reproduce_writes_reports_skips_finished_runs_and_resumes(tmp_path,
     assert summary.loc[summary["model"] == "gru4rec", "hr@10_mean"].iloc[0] == pytest.approx(gru.mean())
     assert summary.loc[summary["model"] == "gru4rec", "paper_hr@10"].iloc[0] == 0.0764  # Table 4 GRU4Rec
     assert "paper" in (out / "summary.md").read_text()
+    assert (results["max_epochs"] == 1).all() and (results["patience"] == 5).all()  # the settings, per row
+    assert (results["batch_size"] == 2048).all()
+    assert "at most 1 epochs, patience 5, batch 2048" in (out / "summary.md").read_text()
 
     # the second invocation retrains nothing: every run is skipped and no metrics.json is rewritten
     metric_files = sorted(out.glob("runs/**/metrics.json"))

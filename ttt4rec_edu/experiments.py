@@ -282,8 +282,8 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
 
 
 RESULT_COLUMNS = ["table", "dataset", "split", "model", "backbone", "inner", "adapt_at_test", "seed", *METRICS,
-                  *(f"valid_{m}" for m in METRICS), "epochs", "best_epoch", "train_time_s", "device", "data",
-                  "run_key"]
+                  *(f"valid_{m}" for m in METRICS), "epochs", "best_epoch", "max_epochs", "patience", "batch_size",
+                  "train_time_s", "device", "data", "run_key"]
 
 
 def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = None,
@@ -304,6 +304,9 @@ def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = Non
                    "seed": int(info["seed"])}
             row.update({m: metrics["test"][m] for m in METRICS})
             row.update({f"valid_{m}": metrics["valid"][m] for m in METRICS})
+            config = metrics.get("config", {})  # the trainer's settings: a budgeted run says so in every row
+            row.update(max_epochs=config.get("epochs"), patience=config.get("patience"),
+                       batch_size=config.get("batch_size"))
             row.update(epochs=metrics.get("epochs"), best_epoch=metrics.get("best_epoch"),
                        train_time_s=metrics.get("train_time_s"), device=metrics.get("device"),
                        data=(metrics.get("run") or {}).get("data_name", exp.dataset), run_key=exp.run_key)
@@ -392,9 +395,15 @@ def write_reports(out: Path, results: pd.DataFrame) -> Dict[str, Path]:
     paths = {"results": out / "results.csv", "summary": out / "summary.csv", "markdown": out / "summary.md"}
     results.to_csv(paths["results"], index=False)
     summary.to_csv(paths["summary"], index=False)
+    budgets = ""
+    if not results.empty:
+        settings = results[["max_epochs", "patience", "batch_size"]].drop_duplicates().to_dict("records")
+        budgets = "Training settings of these runs: " + "; ".join(
+            f"at most {s['max_epochs']} epochs, patience {s['patience']}, batch {s['batch_size']}"
+            for s in settings) + " (the paper: at most 300 epochs, patience 5, batch 2048).\n\n"
     paths["markdown"].write_text(
         "# Reproduction summary\n\nOurs: mean ± sample std over seeds. *paper*: the value printed in the paper "
-        "(TTT4Rec, Yang et al.), copied verbatim. Δ% = 100 · (ours − paper) / paper.\n\n"
+        "(TTT4Rec, Yang et al.), copied verbatim. Δ% = 100 · (ours − paper) / paper.\n\n" + budgets
         + format_summary(summary, markdown=True) + "\n")
     return paths
 
