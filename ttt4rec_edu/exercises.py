@@ -136,6 +136,20 @@ def _tensor_answer(name: str, fn: Callable, args: tuple, expected: torch.Tensor,
     return got_t, None
 
 
+def _pair_answer(name: str, fn: Callable, args: tuple, where: str,
+                 pair_hint: str) -> Tuple[Optional[tuple], Optional[ExerciseResult]]:
+    """Call the reader's ``fn(*args)`` and unpack its answer into two values; on an exception, or an answer that
+    is not a pair, return the failed result instead (with ``pair_hint`` for the second case)."""
+    got, error = _call(name, fn, *args)
+    if error is not None:
+        return None, _fail(name, f"for {where}: {error.message}")
+    try:
+        first, second = got  # type: ignore[misc]
+    except (TypeError, ValueError):
+        return None, _fail(name, f"for {where} you returned {type(got).__name__}", pair_hint)
+    return (first, second), None
+
+
 def _max_err(got: torch.Tensor, expected: torch.Tensor) -> float:
     return float((got - expected).abs().max()) if got.shape == expected.shape else float("nan")
 
@@ -327,14 +341,11 @@ def check_linear_inner_grad(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]]
         loss = 0.5 * ((x @ W + b - y) ** 2).sum()
         exp_W, exp_b = torch.autograd.grad(loss, (W, b))
         where = f"x {tuple(x.shape)}, W {tuple(W.shape)}"
-        got, error = _call(name, fn, x.clone(), W.detach().clone(), b.detach().clone(), y.clone())
-        if error is not None:
-            return _report(_fail(name, f"for {where}: {error.message}"))
-        try:
-            got_W, got_b = got  # type: ignore[misc]
-        except (TypeError, ValueError):
-            return _report(_fail(name, f"for {where} you returned {type(got).__name__}",
-                                 "return a pair (grad_W, grad_b)."))
+        pair, failure = _pair_answer(name, fn, (x.clone(), W.detach().clone(), b.detach().clone(), y.clone()), where,
+                                     "return a pair (grad_W, grad_b).")
+        if failure is not None:
+            return _report(failure)
+        got_W, got_b = pair
         got_W, got_b = _as_tensor(got_W, exp_W), _as_tensor(got_b, exp_b)
         if got_W is None or got_b is None:
             return _report(_fail(name, f"for {where} the gradients are not tensors", "return two tensors."))
@@ -419,14 +430,11 @@ def check_dual_form_linear(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]])
         Q, K, V = (torch.randn(b, f, generator=gen, dtype=torch.float64) for _ in range(3))
         exp_Z, exp_W = _minibatch_primal_linear(W0, Q, K, V, eta)
         where = f"b={b}, f={f}, eta={eta}"
-        got, error = _call(name, fn, W0.clone(), Q.clone(), K.clone(), V.clone(), eta)
-        if error is not None:
-            return _report(_fail(name, f"for {where}: {error.message}"))
-        try:
-            got_Z, got_W = got  # type: ignore[misc]
-        except (TypeError, ValueError):
-            return _report(_fail(name, f"for {where} you returned {type(got).__name__}",
-                                 "return a pair (Z, W_next)."))
+        pair, failure = _pair_answer(name, fn, (W0.clone(), Q.clone(), K.clone(), V.clone(), eta), where,
+                                     "return a pair (Z, W_next).")
+        if failure is not None:
+            return _report(failure)
+        got_Z, got_W = pair
         got_Z, got_W = _as_tensor(got_Z, exp_Z), _as_tensor(got_W, exp_W)
         if got_Z is None or got_W is None or got_Z.shape != exp_Z.shape or got_W.shape != exp_W.shape:
             return _report(_fail(name, f"for {where}: expected Z {tuple(exp_Z.shape)} and W_next "
@@ -595,13 +603,11 @@ def check_online_ttt_linear(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]]
         eta = 0.2 + 0.3 * torch.rand(L, generator=gen, dtype=torch.float64)
         exp_Z, exp_W = _online_linear_reference(W0, Q, K, V, eta)
         where = f"L={L}, f={f}"
-        got, error = _call(name, fn, W0.clone(), Q.clone(), K.clone(), V.clone(), eta.clone())
-        if error is not None:
-            return _report(_fail(name, f"for {where}: {error.message}"))
-        try:
-            got_Z, got_W = got  # type: ignore[misc]
-        except (TypeError, ValueError):
-            return _report(_fail(name, f"for {where} you returned {type(got).__name__}", "return a pair (Z, W_L)."))
+        pair, failure = _pair_answer(name, fn, (W0.clone(), Q.clone(), K.clone(), V.clone(), eta.clone()), where,
+                                     "return a pair (Z, W_L).")
+        if failure is not None:
+            return _report(failure)
+        got_Z, got_W = pair
         got_Z, got_W = _as_tensor(got_Z, exp_Z), _as_tensor(got_W, exp_W)
         if got_Z is None or got_W is None or got_Z.shape != exp_Z.shape or got_W.shape != exp_W.shape:
             return _report(_fail(name, f"for {where}: expected Z {tuple(exp_Z.shape)} and W_L {tuple(exp_W.shape)}",
@@ -920,14 +926,11 @@ def check_append_mask_token(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]]
     for item_seq, lengths, mask_token, max_len in cases:
         exp_seq, exp_len = _append_when_full(item_seq, lengths, mask_token, max_len)
         where = f"item_seq={item_seq.tolist()}, lengths={lengths.tolist()}, mask_token={mask_token}, max_len={max_len}"
-        got, error = _call(name, fn, item_seq.clone(), lengths.clone(), mask_token, max_len)
-        if error is not None:
-            return _report(_fail(name, f"for {where}: {error.message}"))
-        try:
-            got_seq, got_len = got  # type: ignore[misc]
-        except (TypeError, ValueError):
-            return _report(_fail(name, f"for {where} you returned {type(got).__name__}",
-                                 "return a pair (new_seq (B, W), new_lengths (B,))."))
+        pair, failure = _pair_answer(name, fn, (item_seq.clone(), lengths.clone(), mask_token, max_len), where,
+                                     "return a pair (new_seq (B, W), new_lengths (B,)).")
+        if failure is not None:
+            return _report(failure)
+        got_seq, got_len = pair
         got_seq, got_len = _as_tensor(got_seq, exp_seq), _as_tensor(got_len, exp_len)
         if got_seq is None or got_seq.dim() != 2 or got_seq.shape[0] != exp_seq.shape[0]:
             return _report(_fail(name, f"for {where}: new_seq must be a (batch, width) tensor of ids",
