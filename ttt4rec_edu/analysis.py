@@ -27,6 +27,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .experiments import run_dir
 from .train import METRICS_NAME, RANKS_NAME
 
 __all__ = ["learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "per_sample_metric",
@@ -35,12 +36,6 @@ __all__ = ["learning_curves", "epoch_costs", "load_test_ranks", "sample_table", 
 
 class RunFilesError(FileNotFoundError):
     """A results folder lacks a file a function needs (the message names the file and how to make it)."""
-
-
-def _run_folder(out, experiment, seed: int) -> Path:
-    from .experiments import run_dir
-
-    return run_dir(Path(out), experiment, seed)
 
 
 def _read_metrics(folder: Path) -> dict:
@@ -61,7 +56,7 @@ def learning_curves(out, experiments: Sequence, seeds: Sequence[int]) -> pd.Data
     rows = []
     for exp in experiments:
         for seed in seeds:
-            folder = _run_folder(out, exp, seed)
+            folder = run_dir(Path(out), exp, seed)
             if not (folder / METRICS_NAME).exists():
                 continue
             metrics = _read_metrics(folder)
@@ -94,7 +89,7 @@ def load_test_ranks(out, experiment, seed: int, expected_samples: Optional[int] 
     ``expected_samples``: the size of the test split the caller rebuilt; a different count is an error (the run
     was made on other data or another split), never a silent misalignment.
     """
-    folder = _run_folder(out, experiment, seed)
+    folder = run_dir(Path(out), experiment, seed)
     path = folder / RANKS_NAME
     if not path.exists():
         raise RunFilesError(f"{path} does not exist: runs save their test ranks since the trainer writes "
