@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ttt4rec_edu.analysis import (RunFilesError, epoch_costs, learning_curves, length_buckets, load_test_ranks,
-                                  metric_by_group, paired_bootstrap, per_sample_metric, sample_table)
+                                  match_samples, metric_by_group, paired_bootstrap, per_sample_metric, sample_table,
+                                  seed_mean_metric)
 from ttt4rec_edu.data.protocol import SequenceData, build_splits, split_counts
 from ttt4rec_edu.experiments import RunSettings, _load_cell_data, run_experiments, select, table_experiments
 from ttt4rec_edu.metrics import metrics_from_ranks
@@ -58,6 +59,40 @@ def test_sample_table_has_users_and_uncut_histories_in_sample_order():
     assert table["user"].tolist() == [0, 0, 0, 1, 1]
     assert table["history"].tolist() == [5, 6, 7, 3, 4]
     assert table["input_length"].max() == 3  # cut at max_len, while the history is not
+
+
+def test_match_samples_finds_the_test_samples_two_splits_share():
+    # 7, 4 and 29 samples: 3:2:5 tests the last 3, 2 and 14 (RecBole rounding), 6:2:2 the last 1, 1 and 5
+    seqs = [np.arange(1, 9), np.array([3, 4, 5, 6, 7]), np.arange(1, 31)]
+    data = SequenceData(seqs, 40, name="hand")
+    wide = sample_table(build_splits(data, max_len=3, split="3:2:5").test)
+    narrow = sample_table(build_splits(data, max_len=3, split="6:2:2").test)
+    assert (len(wide), len(narrow)) == (19, 7)
+    index_wide, index_narrow = match_samples(wide, narrow)
+    assert index_wide.tolist() == [2, 4, 14, 15, 16, 17, 18] and index_narrow.tolist() == list(range(7))
+    for column in ("user", "history", "target"):
+        assert wide[column].to_numpy()[index_wide].tolist() == narrow[column].to_numpy()[index_narrow].tolist()
+    # the other way round: the same pairs, in the order of the first table
+    back_narrow, back_wide = match_samples(narrow, wide)
+    assert back_narrow.tolist() == list(range(7)) and back_wide.tolist() == index_wide.tolist()
+    # a sample that is in only one table is not matched
+    only_some = narrow.drop(index=[0, 3])
+    a, b = match_samples(wide, only_some)
+    assert len(a) == 5 and set(wide["history"].to_numpy()[a]) == set(only_some["history"])
+
+
+def test_match_samples_rejects_tables_of_different_data():
+    seqs = [np.arange(1, 9), np.array([3, 4, 5, 6, 7])]
+    table = sample_table(build_splits(SequenceData(seqs, 10, name="hand"), max_len=3, split="3:2:5").test)
+    other = table.copy()
+    other.loc[1, "target"] = 9
+    with pytest.raises(ValueError, match=r"1 matched samples have different targets \(e.g. user 0, history 6: "
+                                         r"item 7 vs 9\)"):
+        match_samples(table, other)
+    with pytest.raises(ValueError, match="table_b lists a \\(user, history\\) sample twice"):
+        match_samples(table, pd.concat([table, table.iloc[:1]]))
+    with pytest.raises(ValueError, match=r"table_a lacks the column\(s\) \['history'\]"):
+        match_samples(table.drop(columns="history"), table)
 
 
 def test_paired_bootstrap_constant_difference_and_shares():
@@ -123,6 +158,14 @@ def test_curves_costs_and_ranks_of_a_tiny_reproduction(tmp_path):
             for metric in ("hr@10", "ndcg@50"):
                 assert per_sample_metric(ranks, metric).mean() == pytest.approx(row[metric])
     assert len(sample_table(test)) == len(test)
+    # the seed mean is the mean of the two runs' per-sample metrics
+    per_seed = [per_sample_metric(load_test_ranks(tmp_path, experiments[1], s), "hr@50") for s in (0, 1)]
+    averaged = seed_mean_metric(tmp_path, experiments[1], [0, 1], expected_samples=len(test), metric="hr@50")
+    assert averaged == pytest.approx((per_seed[0] + per_seed[1]) / 2)
+    with pytest.raises(RunFilesError, match="seed2"):
+        seed_mean_metric(tmp_path, experiments[1], [0, 2], expected_samples=len(test))
+    with pytest.raises(ValueError, match="seeds is empty"):
+        seed_mean_metric(tmp_path, experiments[1], [], expected_samples=len(test))
 
     with pytest.raises(ValueError, match="the test split has 3 samples"):
         load_test_ranks(tmp_path, experiments[0], 0, expected_samples=3)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -30,8 +30,9 @@ import pandas as pd
 from .experiments import run_dir
 from .train import METRICS_NAME, RANKS_NAME
 
-__all__ = ["learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "per_sample_metric",
-           "metric_by_group", "length_buckets", "paired_bootstrap", "RunFilesError"]
+__all__ = ["learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "match_samples",
+           "per_sample_metric", "seed_mean_metric", "metric_by_group", "length_buckets", "paired_bootstrap",
+           "RunFilesError"]
 
 
 class RunFilesError(FileNotFoundError):
@@ -111,6 +112,35 @@ def sample_table(sample_set) -> pd.DataFrame:
                          "target": sample_set.targets.numpy()})
 
 
+def match_samples(table_a: pd.DataFrame, table_b: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
+    """The samples two :func:`sample_table` tables have in common, e.g. the test samples of split 3:2:5 that are
+    also test samples of split 6:2:2 (the later split's test part is the last 20% of each user's samples instead
+    of the last 50%, so it is mostly, but after rounding not always, inside the earlier one).
+
+    A sample is identified by its ``user`` and ``history`` (the number of earlier items of that user): the same
+    pair means the same input and the same target item. Returns ``(index_a, index_b)``, ``int64 (M,)`` positions
+    into the two tables with ``table_a.iloc[index_a[k]]`` and ``table_b.iloc[index_b[k]]`` the same sample, in the
+    order of ``table_a``. Tables of different data (a matched pair with two different targets) are an error.
+    """
+    keys = ["user", "history"]
+    for name, table in (("table_a", table_a), ("table_b", table_b)):
+        missing = set(keys + ["target"]) - set(table.columns)
+        if missing:
+            raise ValueError(f"{name} lacks the column(s) {sorted(missing)}: pass tables made by sample_table")
+        if table.duplicated(keys).any():
+            raise ValueError(f"{name} lists a (user, history) sample twice: not one split's sample table")
+    left = table_a[keys + ["target"]].reset_index(drop=True).rename_axis("index_a").reset_index()
+    right = table_b[keys + ["target"]].reset_index(drop=True).rename_axis("index_b").reset_index()
+    both = left.merge(right, on=keys, suffixes=("_a", "_b"), sort=False).sort_values("index_a")
+    clash = both[both["target_a"] != both["target_b"]]
+    if len(clash):
+        first = clash.iloc[0]
+        raise ValueError(f"{len(clash)} matched samples have different targets (e.g. user {first['user']}, "
+                         f"history {first['history']}: item {first['target_a']} vs {first['target_b']}): "
+                         "the two tables were built from different data")
+    return both["index_a"].to_numpy(np.int64), both["index_b"].to_numpy(np.int64)
+
+
 def per_sample_metric(ranks, metric: str = "ndcg@10") -> np.ndarray:
     """``float64 (N,)``: ``hr@K`` → ``[rank <= K]``, ``ndcg@K`` → ``[rank <= K] / log2(rank + 1)``."""
     name, _, k = metric.partition("@")
@@ -121,6 +151,17 @@ def per_sample_metric(ranks, metric: str = "ndcg@10") -> np.ndarray:
     if name == "hr":
         return hit.astype(np.float64)
     return np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
+def seed_mean_metric(out, experiment, seeds: Sequence[int], expected_samples: int,
+                     metric: str = "ndcg@10") -> np.ndarray:
+    """``float64 (N,)``: each test sample's ``metric`` averaged over the runs ``seeds`` of one experiment (each
+    seed's saved ranks, :func:`load_test_ranks`). Averaging over seeds first keeps a comparison between models
+    from mistaking one lucky initialisation for a model's behaviour."""
+    if not len(seeds):
+        raise ValueError("seeds is empty: average over at least one finished run")
+    ranks = [load_test_ranks(out, experiment, s, expected_samples=expected_samples) for s in seeds]
+    return np.mean([per_sample_metric(r, metric) for r in ranks], axis=0)
 
 
 def metric_by_group(ranks, groups, metric: str = "ndcg@10") -> pd.DataFrame:
