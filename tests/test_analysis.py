@@ -79,6 +79,7 @@ def test_match_samples_finds_the_test_samples_two_splits_share():
     only_some = narrow.drop(index=[0, 3])
     a, b = match_samples(wide, only_some)
     assert len(a) == 5 and set(wide["history"].to_numpy()[a]) == set(only_some["history"])
+    assert wide["history"].to_numpy()[a].tolist() == only_some["history"].to_numpy()[b].tolist()
 
 
 def test_match_samples_rejects_tables_of_different_data():
