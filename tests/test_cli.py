@@ -233,3 +233,21 @@ def test_subprocess_train_pop_on_amazon_beauty(tmp_path):
     # popularity is a weak but clearly non-random baseline: 10 of 12,101 items at random would hit 0.08 %
     assert 0.002 < metrics["test"]["hr@10"] < 0.1
     assert metrics["epochs"] == 0 and metrics["test"]["ndcg@10"] <= metrics["test"]["hr@10"]
+
+
+def test_adapt_off_trains_the_fixed_w0_control_and_records_it(tiny_csv, tmp_path, capsys):
+    """``--adapt off``: the model option ``adapt=False`` reaches TTT4Rec, is recorded in metrics.json and in the
+    resume check; models without adaptation refuse it in one line."""
+    out_dir = tmp_path / "fixed"
+    argv = ["train", "--model", "ttt4rec", "--data", tiny_csv, "--epochs", "1", "--batch-size", "16",
+            "--model-arg", "hidden_size=16", "--model-arg", "num_heads=2", "--model-arg", "ffn_size=32",
+            "--adapt", "off", "--no-progress", "--out", out_dir]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["run"]["model_options"]["adapt"] is False
+    expect_error(["train", "--model", "sasrec", "--data", tiny_csv, "--adapt", "off", "--out", tmp_path / "s"],
+                 capsys, "--adapt", "sasrec has no test-time adaptation")
+    expect_error(["train", "--model", "ttt4rec", "--data", tiny_csv, "--adapt", "maybe"], capsys, "on or off")
+    expect_error(["train", "--model", "ttt4rec", "--data", tiny_csv, "--model-arg", "adapt=False",
+                  "--out", tmp_path / "m"], capsys, "--adapt on|off")

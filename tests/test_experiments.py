@@ -19,7 +19,7 @@ def run_main(argv, capsys):
 
 
 def test_table_sizes_and_unique_keys():
-    sizes = {"2": 18, "3": 8, "4": 6, "beauty": 16}
+    sizes = {"2": 18, "3": 8, "4": 6, "beauty": 18}
     every = []
     for table, size in sizes.items():
         exps = table_experiments(table)
@@ -38,7 +38,13 @@ def test_table_sizes_and_unique_keys():
     with pytest.raises(ValueError, match="no experiment matches"):
         select(table_experiments("4"), ["gowalla"])
     beauty = select(table_experiments("beauty"), models=["ttt4rec"], splits=["6:2:2"])
-    assert [e.variant for e in beauty] == ["ttt4rec-transformer-mlp", "ttt4rec-transformer-mlp-noadapt"]
+    assert [e.variant for e in beauty] == ["ttt4rec-transformer-mlp", "ttt4rec-transformer-mlp-noadapt",
+                                           "ttt4rec-transformer-mlp-fixed-w0"]
+    fixed = beauty[-1]
+    assert (fixed.adapt, fixed.adapt_at_test) == (False, True)
+    assert fixed.model_overrides() == {"backbone": "transformer", "inner": "mlp", "adapt": False}
+    assert beauty[1].model_overrides() == {"backbone": "transformer", "inner": "mlp"}  # η = 0 at test: same model
+    assert paper_row(fixed) is None
     assert {e.split for e in beauty} == {"6:2:2"}
 
 
@@ -182,7 +188,7 @@ def test_loss_chunk_flag_reaches_the_trainer(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_estimate_is_positive_for_every_table():
-    for table, cells in {"2": 18, "3": 8, "4": 6, "beauty": 16}.items():
+    for table, cells in {"2": 18, "3": 8, "4": 6, "beauty": 18}.items():
         frame = estimate_costs(table)
         assert len(frame) == cells
         numbers = [c for c in frame.columns if c.startswith("estimate_") and c != "estimate_loss_chunk"]
@@ -200,3 +206,25 @@ def test_estimate_is_positive_for_every_table():
         10 * gowalla.loc[("amazon-video-games", "sasrec"), "estimate_step_tflop_batch"]
     # the item-scoring matmuls alone: 3 products (forward, two backward) × 2 FLOPs × batch × d × items
     assert gowalla.loc[("gowalla", "sasrec"), "estimate_step_tflop_batch"] * 1e12 >= 6 * 2048 * 64 * 1280969
+
+
+def test_fixed_w0_variant_is_named_recorded_and_summarised(tmp_path, capsys):
+    """The control runs through reproduce like any cell: its own folder, ``adapt`` False in results.csv, a name in
+    the summary that says what it is, and a model that was really built with adapt=False."""
+    out = tmp_path / "results"
+    argv = ["reproduce", "--table", "beauty", "--split", "6:2:2", "--models", "ttt4rec-transformer-mlp-fixed-w0",
+            "--seeds", "0", "--data", "synthetic", "--max-users", "30", "--epochs", "1", "--max-train-batches",
+            "1", "--device", "cpu", "--out", out]
+    code, text, err = run_main(argv, capsys)
+    assert code == 0, err
+    run = out / "runs" / "amazon-beauty" / "6-2-2" / "ttt4rec-transformer-mlp-fixed-w0" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["run"]["model_options"] == {"backbone": "transformer", "inner": "mlp", "adapt": False}
+    assert json.loads((run / "experiment.json").read_text())["adapt"] is False
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["adapt"]) == [False] and list(results["adapt_at_test"]) == [True]
+    assert "fixed W0: trained and tested without adaptation" in (out / "summary.md").read_text()
+    with pytest.raises(ValueError, match="adapt=False already means"):
+        Experiment("beauty", "amazon-beauty", "3:2:5", "ttt4rec", "transformer", "mlp", False, False)
+    with pytest.raises(ValueError, match="sasrec has no test-time adaptation"):
+        Experiment("beauty", "amazon-beauty", "3:2:5", "sasrec", adapt=False)

@@ -353,3 +353,62 @@ def test_mamba_block_applies_the_pre_conv_residual_first():
     after_ttt = after_conv + block.ttt(block.seq_norm(after_conv))
     expected = after_ttt + block.ffn(block.ffn_norm(after_ttt))
     torch.testing.assert_close(block(h), expected, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------- the control: adapt=False everywhere
+@pytest.mark.parametrize("backbone,inner", VARIANTS)
+def test_fixed_w0_trace_is_w0_at_every_position_in_training_and_eval(backbone, inner):
+    """``adapt=False``: η = 0 and W_t = W0 at every position, in training mode as well as at evaluation, and the
+    same parameters as the adapting model (the control differs in behaviour only)."""
+    model = make_model(backbone, inner, adapt=False)
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in make_model(backbone, inner).named_parameters()]
+    item_seq, _ = random_batch(batch=2, width=12, lengths=(12, 12))
+    for training in (True, False):
+        model.train(training)
+        with torch.no_grad():
+            _, traces = model.sequence_output(item_seq, return_traces=True)
+        layer = model.blocks[0].ttt
+        assert torch.count_nonzero(traces[0].eta) == 0
+        for name in ("W1", "b1") + (("W2", "b2") if inner == "mlp" else ()):
+            w0, trace = getattr(layer, name), getattr(traces[0], name)
+            torch.testing.assert_close(trace, w0[None, :, None].expand_as(trace), rtol=0, atol=0)
+    model.set_adapt_at_test(True)  # asking for adaptation at test does not switch the control's layers on
+    model.eval()
+    with torch.no_grad():
+        _, traces = model.sequence_output(item_seq, return_traces=True)
+    assert torch.count_nonzero(traces[0].eta) == 0
+
+
+def test_fixed_w0_carries_nothing_from_earlier_positions():
+    """With adapt=False the TTT layer is a per-token map: changing every earlier token leaves the layer's output
+    at a position unchanged (with adaptation on, it changes) — the inner state carries nothing forward."""
+    for adapt, carries in ((False, False), (True, True)):
+        model = make_model("transformer", "mlp", adapt=adapt).double().train()  # training mode: no eval switch
+        layer = model.blocks[0].ttt
+        gen = torch.Generator().manual_seed(5)
+        x = torch.randn(2, 16, layer.hidden_size, generator=gen, dtype=torch.float64)
+        x[1, :-1] = torch.randn(15, layer.hidden_size, generator=gen, dtype=torch.float64)  # other history
+        x[1, -1] = x[0, -1]
+        with torch.no_grad():
+            out = layer(x)
+        assert torch.allclose(out[0, -1], out[1, -1], atol=1e-12) != carries
+
+
+def test_fixed_w0_still_trains_w0_and_the_projections():
+    """The control learns: W0 (and the inner LayerNorm), θ_Q and θ_O get gradients. θ_K, θ_V and the η gate only
+    act through inner steps, so with η = 0 their gradient is exactly zero — the control has the same parameters,
+    of which these three are inert."""
+    model = make_model("transformer", "mlp", adapt=False).train()
+    item_seq, lengths = random_batch()
+    F.cross_entropy(model.score_all(item_seq, lengths), torch.tensor([3, 7, 11, 29])).backward()
+    inert = {"k_proj.weight", "v_proj.weight", "lr_gate_weight", "lr_gate_bias", "token_offset"}
+    for name, p in model.blocks[0].ttt.named_parameters():
+        if name in inert:
+            assert p.grad is None or torch.count_nonzero(p.grad) == 0, name
+        else:
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+def test_fixed_w0_rejects_a_non_bool():
+    with pytest.raises(ValueError, match="adapt must be True or False"):
+        make_model(adapt="off")

@@ -195,6 +195,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="TTT4Rec backbone (passed to the model only when given)")
     g.add_argument("--inner", choices=("linear", "mlp"), default=None,
                    help="TTT4Rec inner model (passed to the model only when given)")
+    g.add_argument("--adapt", type=_on_off, default=None, metavar="on|off",
+                   help="TTT4Rec: off = no inner step in training *or* at test (W_t = W0), the control "
+                        "for --adapt-at-test off (passed to the model only when given)")
     g.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="any other model option, repeatable (e.g. --model-arg mini_batch_size=16)")
 
@@ -265,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _RESERVED_MODEL_ARGS = {"name": "--model", "num_items": "the data (or --num-items)",
-                        "max_len": "--max-len"}
+                        "max_len": "--max-len", "adapt": "--adapt on|off"}
 
 
 def _model_overrides(args) -> Dict[str, Any]:
@@ -274,6 +277,10 @@ def _model_overrides(args) -> Dict[str, Any]:
         overrides["backbone"] = args.backbone
     if args.inner is not None:
         overrides["inner"] = args.inner
+    if args.adapt is not None:
+        if args.model != "ttt4rec":
+            raise CliError(f"--adapt: {args.model} has no test-time adaptation (only ttt4rec has)")
+        overrides["adapt"] = args.adapt
     for key, value in args.model_arg:
         if key in _RESERVED_MODEL_ARGS:
             raise CliError(f"--model-arg {key}=...: {key!r} is set by {_RESERVED_MODEL_ARGS[key]}, not by --model-arg")

@@ -57,7 +57,12 @@ class ExperimentError(ValueError):
 
 @dataclass(frozen=True)
 class Experiment:
-    """One cell of a results table. ``backbone``/``inner``/``adapt_at_test`` only matter for ``ttt4rec``."""
+    """One cell of a results table. ``backbone``/``inner``/``adapt_at_test``/``adapt`` only matter for ``ttt4rec``.
+
+    ``adapt_at_test=False``: the trained model is evaluated with η = 0 (variant suffix ``-noadapt``).
+    ``adapt=False``: the model is trained *and* evaluated with η = 0, W_t = W0 everywhere (suffix ``-fixed-w0``),
+    the control that tells adaptation from the train/test mismatch of ``-noadapt``.
+    """
 
     table: str
     dataset: str
@@ -66,15 +71,25 @@ class Experiment:
     backbone: Optional[str] = None
     inner: Optional[str] = None
     adapt_at_test: bool = True
+    adapt: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.adapt and not self.adapt_at_test:
+            raise ExperimentError("adapt=False already means no adaptation at test; leave adapt_at_test True")
+        if self.model != "ttt4rec" and not (self.adapt and self.adapt_at_test):
+            raise ExperimentError(f"{self.model} has no test-time adaptation to switch off")
 
     @property
     def variant(self) -> str:
-        """``sasrec``, ``ttt4rec-transformer-mlp``, ``ttt4rec-mamba-linear-noadapt``, ..."""
+        """``sasrec``, ``ttt4rec-transformer-mlp``, ``ttt4rec-mamba-linear-noadapt``,
+        ``ttt4rec-transformer-mlp-fixed-w0``, ..."""
         variant = self.model
         if self.model == "ttt4rec":
             variant += f"-{self.backbone or 'transformer'}-{self.inner or 'mlp'}"
             if not self.adapt_at_test:
                 variant += "-noadapt"
+            if not self.adapt:
+                variant += "-fixed-w0"
         return variant
 
     @property
@@ -91,11 +106,15 @@ class Experiment:
     def model_overrides(self) -> Dict[str, str]:
         if self.model != "ttt4rec":
             return {}
-        return {"backbone": self.backbone or "transformer", "inner": self.inner or "mlp"}
+        overrides = {"backbone": self.backbone or "transformer", "inner": self.inner or "mlp"}
+        if not self.adapt:
+            overrides["adapt"] = False
+        return overrides
 
 
-def _ttt(table, dataset, split, backbone="transformer", inner="mlp", adapt=True) -> Experiment:
-    return Experiment(table, dataset, split, "ttt4rec", backbone, inner, adapt)
+def _ttt(table, dataset, split, backbone="transformer", inner="mlp", adapt_at_test=True,
+         adapt=True) -> Experiment:
+    return Experiment(table, dataset, split, "ttt4rec", backbone, inner, adapt_at_test, adapt)
 
 
 def table_experiments(table: str) -> List[Experiment]:
@@ -110,11 +129,13 @@ def table_experiments(table: str) -> List[Experiment]:
     if table == "4":  # six models, Amazon Video Games, split 6:2:2
         return [Experiment("4", "amazon-video-games", "6:2:2", m) for m in BASELINES] + \
                [_ttt("4", "amazon-video-games", "6:2:2")]
-    if table == "beauty":  # CPU-scale: pop + six models, both splits, and the adapt-at-test ablation
+    if table == "beauty":  # CPU-scale: pop + six models, both splits, and the two no-adaptation arms
         out = []
         for split in ("3:2:5", "6:2:2"):
             out += [Experiment("beauty", "amazon-beauty", split, m) for m in ("pop",) + BASELINES]
-            out += [_ttt("beauty", "amazon-beauty", split), _ttt("beauty", "amazon-beauty", split, adapt=False)]
+            out += [_ttt("beauty", "amazon-beauty", split),
+                    _ttt("beauty", "amazon-beauty", split, adapt_at_test=False),
+                    _ttt("beauty", "amazon-beauty", split, adapt=False)]
         return out
     raise ExperimentError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
 
@@ -158,8 +179,8 @@ def paper_datasets() -> pd.DataFrame:
 
 def paper_row(experiment: Experiment) -> Optional[Dict[str, float]]:
     """The paper's metrics for this cell (``{"hr@10": ...}``), or ``None`` where the paper has no such cell
-    (our ``beauty`` table, the no-adaptation ablation)."""
-    if not experiment.table.isdigit() or not experiment.adapt_at_test:
+    (our ``beauty`` table, the no-adaptation arms)."""
+    if not experiment.table.isdigit() or not experiment.adapt_at_test or not experiment.adapt:
         return None
     paper = _paper_table()
     is_ttt = experiment.model == "ttt4rec"
@@ -281,7 +302,8 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
     return collect_results(out, experiments, seeds)
 
 
-RESULT_COLUMNS = ["table", "dataset", "split", "model", "backbone", "inner", "adapt_at_test", "seed", *METRICS,
+RESULT_COLUMNS = ["table", "dataset", "split", "model", "backbone", "inner", "adapt_at_test", "adapt", "seed",
+                  *METRICS,
                   *(f"valid_{m}" for m in METRICS), "epochs", "best_epoch", "max_epochs", "patience", "batch_size",
                   "train_time_s", "device", "data", "run_key"]
 
@@ -301,7 +323,7 @@ def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = Non
             metrics = json.loads((folder / "metrics.json").read_text())
             row = {"table": exp.table, "dataset": exp.dataset, "split": exp.split, "model": exp.model,
                    "backbone": exp.backbone or "", "inner": exp.inner or "", "adapt_at_test": exp.adapt_at_test,
-                   "seed": int(info["seed"])}
+                   "adapt": exp.adapt, "seed": int(info["seed"])}
             row.update({m: metrics["test"][m] for m in METRICS})
             row.update({f"valid_{m}": metrics["valid"][m] for m in METRICS})
             config = metrics.get("config", {})  # the trainer's settings: a budgeted run says so in every row
@@ -317,7 +339,7 @@ def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = Non
 # ----------------------------------------------------------------------------------------- summaries
 
 
-SUMMARY_KEYS = ["table", "dataset", "split", "model", "backbone", "inner", "adapt_at_test"]
+SUMMARY_KEYS = ["table", "dataset", "split", "model", "backbone", "inner", "adapt_at_test", "adapt"]
 
 
 def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
@@ -330,6 +352,9 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
         return pd.DataFrame()
     results = results.copy()
     results[["backbone", "inner"]] = results[["backbone", "inner"]].fillna("")
+    if "adapt" not in results:  # a results.csv written before the fixed-W0 control existed
+        results["adapt"] = True
+    results["adapt"] = results["adapt"].fillna(True).astype(bool)
     # the data actually used (a replacement or a cut dataset is kept apart from the real one)
     results["data"] = results["data"].fillna(results["dataset"]) if "data" in results else results["dataset"]
     grouped = results.groupby(SUMMARY_KEYS + ["data"], dropna=False, sort=False)
@@ -338,7 +363,7 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
     summary["seeds"] = grouped["seed"].count()
     summary = summary.reset_index()
     paper_rows = [paper_row(Experiment(str(r["table"]), r["dataset"], r["split"], r["model"], r["backbone"] or None,
-                                       r["inner"] or None, bool(r["adapt_at_test"])))
+                                       r["inner"] or None, bool(r["adapt_at_test"]), bool(r["adapt"])))
                   for _, r in summary.iterrows()]
     for m in metrics:
         summary[f"paper_{m}"] = [row[m] if row else math.nan for row in paper_rows]
@@ -350,7 +375,10 @@ def _cell_name(row) -> str:
     name = PAPER_NAMES.get(row["model"], row["model"])
     if row["model"] == "ttt4rec":
         name += f" ({row['backbone'] or 'transformer'}, {row['inner'] or 'mlp'}"
-        name += ")" if row["adapt_at_test"] else ", no adapt)"
+        if not row.get("adapt", True):
+            name += ", fixed W0: trained and tested without adaptation)"
+        else:
+            name += ")" if row["adapt_at_test"] else ", η = 0 at test)"
     return name
 
 
@@ -614,8 +642,9 @@ TABLE_HELP = {
           "ESTIMATE ~22 GPU hours (see --estimate)"),
     "4": ("Table 4: the six models on amazon-video-games with more training data, split 6:2:2",
           "6 cells × 3 seeds = 18 runs", "ESTIMATE ~0.7 GPU hours (see --estimate)"),
-    "beauty": ("CPU-scale (not in the paper): Pop + the six models + TTT4Rec without test-time adaptation on "
-               "Amazon Beauty 5-core, splits 3:2:5 and 6:2:2", "16 cells × 3 seeds = 48 runs",
+    "beauty": ("CPU-scale (not in the paper): Pop + the six models + TTT4Rec with η = 0 at test + TTT4Rec "
+               "trained and tested without adaptation (fixed W0) on Amazon Beauty 5-core, splits 3:2:5 and 6:2:2",
+               "18 cells × 3 seeds = 54 runs",
                "ESTIMATE ~0.2 GPU hours (--estimate also gives this machine's CPU hours)"),
 }
 

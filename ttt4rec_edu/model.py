@@ -22,7 +22,13 @@ and ``ttt4rec_edu.losses`` leaves it out, so row 0 never changes — a negligibl
 
 Test-time training is the forward pass: the inner loop runs identically in training and evaluation, restarting
 from the learned W0 for every sequence. :meth:`TTT4Rec.set_adapt_at_test` switches the inner updates off (η = 0,
-W stays W0) for evaluation only — the ablation "what if the model did not adapt at test time?".
+W stays W0) for evaluation only — the ablation "what if the model did not adapt at test time?" (a model trained
+to rely on its inner updates, then denied them: it measures that mismatch as much as adaptation). The control
+that separates the two is ``TTT4RecConfig(adapt=False)`` (``build_model("ttt4rec", ..., adapt=False)``,
+``--adapt off`` on the command line): η = 0 in training *and* evaluation, so every TTT layer is the fixed per-token
+map ``f(q_t; W0)`` with exactly the same parameters. Note what that leaves: with the Transformer backbone nothing
+else mixes positions (there is no attention), so the model sees only the last item — the inner loop is TTT4Rec's
+only way of reading the history; the Mamba backbone keeps its short causal convolutions.
 
 Parameter count (C = 64, 4 heads, FFN 256, TTT-MLP, Transformer backbone, 1 block; see :func:`parameter_summary`):
 
@@ -73,7 +79,8 @@ class TTT4RecConfig:
     ``norm`` ∈ {"rms" (official), "layer" (paper text)}; ``ffn`` ∈ {"swiglu" (official), "gelu" (paper text)};
     ``ttt_mode`` ∈ {"dual", "minibatch_loop", "token_loop"} — the ways ``ttt4rec_edu.ttt`` computes the inner
     loop ("dual" is the fast one; the loops are the readable references; "token_loop" is online GD and needs
-    ``mini_batch_size=1``).
+    ``mini_batch_size=1``). ``adapt=False``: the inner loop never steps (η = 0 in training and at test, W_t = W0
+    at every position) — the "trained and tested without adaptation" control; the parameters are the same.
     """
 
     num_items: int
@@ -96,8 +103,11 @@ class TTT4RecConfig:
     norm_eps: float = 1e-6
     embedding_ln_eps: float = 1e-12
     init_std: float = 0.02
+    adapt: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.adapt, bool):
+            raise ValueError(f"adapt must be True or False, got {self.adapt!r}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {tuple(BACKBONES)}, got {self.backbone!r}")
         if self.inner not in INNER_MODELS:
@@ -155,6 +165,9 @@ class TTT4Rec(ItemScoringModel):
         )
         self.final_norm = make_norm(c.norm, c.hidden_size, c.norm_eps)
         self.adapt_at_test = True
+        if not c.adapt:  # the control: no inner step ever, in training or at test (W_t = W0)
+            for layer in self.ttt_layers():
+                layer.adapt = False
         self.apply(self._init_weights)
 
     # ----------------------------------------------------------------------------------------------------------
