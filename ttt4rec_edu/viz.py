@@ -248,7 +248,8 @@ def plot_eta(ut: UserTrace, head: Optional[int] = None, ax=None):
 
 
 def plot_next_rank(ut: UserTrace, k: Optional[int] = None, ax=None):
-    """Rank of the true next item over t (log scale; below the dotted line = in the top-k)."""
+    """Rank of the true next item over t (log scale, inverted: rank 1 at the top, so the points *above* the
+    dotted line are in the top-k)."""
     ax = _axes(ax)
     k = ut.topk.shape[1] if k is None else k
     known = ut.next_rank > 0
@@ -257,7 +258,7 @@ def plot_next_rank(ut: UserTrace, k: Optional[int] = None, ax=None):
     ax.axhline(k + 0.5, color="C3", ls=":", lw=1, label=f"top-{k}")
     draw_switch_points(ax, ut.switch_points, label=False)
     ax.invert_yaxis()
-    ax.set_ylabel("rank of next item"); ax.set_xlabel("position t"); ax.grid(alpha=0.3)
+    ax.set_ylabel("rank of next item\n(1 = top)"); ax.set_xlabel("position t"); ax.grid(alpha=0.3)
     return ax
 
 
