@@ -179,3 +179,29 @@ def test_curves_costs_and_ranks_of_a_tiny_reproduction(tmp_path):
 def test_sequence_data_repr_is_a_one_line_summary():
     data = SequenceData([np.arange(1, 2001), np.array([1, 2, 3])], 2000, name="big")
     assert repr(data) == "SequenceData(name='big', users=2, items=2,000, interactions=2,003)"
+
+
+def test_student_t_quantiles_match_the_printed_tables():
+    from ttt4rec_edu.analysis import student_t_quantile
+    # two-sided 95% critical values of any statistics table
+    for df, value in ((1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (29, 2.045)):
+        assert student_t_quantile(0.975, df) == pytest.approx(value, abs=1e-3)
+    assert student_t_quantile(0.95, 4) == pytest.approx(2.132, abs=1e-3)
+    assert student_t_quantile(0.025, 4) == pytest.approx(-2.776, abs=1e-3)
+    assert abs(student_t_quantile(0.5, 3)) < 1e-9
+    for bad in ((0.0, 3), (1.0, 3), (0.9, 0), (0.9, 2.5)):
+        with pytest.raises(ValueError):
+            student_t_quantile(*bad)
+
+
+def test_mean_interval_by_hand():
+    from ttt4rec_edu.analysis import mean_interval
+    mean, low, high = mean_interval([0.1, -0.1, 0.3])
+    half = 4.302653 * 0.2 / math.sqrt(3)  # s = 0.2
+    assert mean == pytest.approx(0.1) and low == pytest.approx(0.1 - half, rel=1e-5)
+    assert high == pytest.approx(0.1 + half, rel=1e-5)
+    one = mean_interval([0.4])
+    assert one[0] == 0.4 and math.isnan(one[1]) and math.isnan(one[2])
+    for bad in ([], [0.1, float("nan")]):
+        with pytest.raises(ValueError, match="finite values"):
+            mean_interval(bad)

@@ -21,6 +21,8 @@ samples (a cluster bootstrap) rather than single samples.
 from __future__ import annotations
 
 import json
+import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -30,13 +32,64 @@ import pandas as pd
 from .experiments import run_dir
 from .train import METRICS_NAME, RANKS_NAME
 
-__all__ = ["learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "match_samples",
+__all__ = ["mean_interval", "student_t_quantile", "learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "match_samples",
            "per_sample_metric", "seed_mean_metric", "metric_by_group", "length_buckets", "paired_bootstrap",
            "RunFilesError"]
 
 
 class RunFilesError(FileNotFoundError):
     """A results folder lacks a file a function needs (the message names the file and how to make it)."""
+
+
+@lru_cache(maxsize=256)
+def student_t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t distribution with ``df`` degrees of freedom (e.g. 2.776 for p = 0.975,
+    df = 4), by bisection on its CDF. The CDF is the regularised incomplete beta function, computed here by
+    Simpson's rule on the density (no SciPy needed); accurate to ~1e-6, plenty for an interval."""
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if int(df) != df or df < 1:
+        raise ValueError(f"df must be a positive integer, got {df}")
+    if p < 0.5:
+        return -student_t_quantile(1 - p, df)
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf_above_half(t: float) -> float:  # P(T <= t) for t >= 0: 0.5 + ∫_0^t density, substituted u = atan
+        # x = sqrt(df)·tan(u) maps [0, t] to [0, atan(t/sqrt(df))], where the integrand is smooth and bounded
+        top = math.atan(t / math.sqrt(df))
+        n = 2000
+        h = top / n
+        total = 0.0
+        for i in range(n + 1):
+            u = i * h
+            x = math.sqrt(df) * math.tan(u)
+            dens = math.exp(log_norm - (df + 1) / 2 * math.log1p(x * x / df)) * math.sqrt(df) / math.cos(u) ** 2
+            total += dens * (1 if i in (0, n) else 4 if i % 2 else 2)
+        return 0.5 + total * h / 3
+
+    low, high = 0.0, 1.0
+    while cdf_above_half(high) < p:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf_above_half(mid) < p else (low, mid)
+    return (low + high) / 2
+
+
+def mean_interval(values, level: float = 0.95) -> Tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` (e.g. one paired difference per seed) with the Student-t
+    interval ``mean ± t_{(1+level)/2, n−1} · s / sqrt(n)`` (``s`` the sample std, ddof 1). One value: the
+    interval is ``(nan, nan)`` — one run says nothing about its spread. Empty or non-finite input: an error."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0 or not np.isfinite(values).all():
+        raise ValueError(f"mean_interval needs finite values, got {values.tolist()[:5]}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    mean = float(values.mean())
+    if values.size == 1:
+        return mean, math.nan, math.nan
+    half = student_t_quantile((1 + level) / 2, values.size - 1) * float(values.std(ddof=1)) / math.sqrt(values.size)
+    return mean, mean - half, mean + half
 
 
 def _read_metrics(folder: Path) -> dict:

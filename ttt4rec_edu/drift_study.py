@@ -5,13 +5,22 @@ One *run* = one setting of :class:`StudyConfig` and one seed:
 1. draw users with :func:`ttt4rec_edu.data.make_drift_data` (the seed picks the data),
 2. split them with the paper's protocol (:func:`ttt4rec_edu.data.build_splits`, ``config.split``),
 3. train each model of ``config.models`` with :func:`ttt4rec_edu.train.train` (same seed for the weights),
-4. evaluate on the test split. TTT4Rec is evaluated **twice with the same trained weights**: with its inner
-   loop adapting (η_t as learned) and with adaptation switched off (η = 0 at test, ``W_t = W0``) — the clean
-   ablation "what does adapting at test time add to *this* trained model?".
+4. evaluate on the test split. TTT4Rec gives **three arms**:
+
+   - ``TTT4Rec``: trained and tested with its inner loop adapting (η_t as learned);
+   - ``TTT4Rec, η=0 at test``: the *same trained weights* evaluated with adaptation switched off (``W_t = W0``)
+     — a model trained to rely on its inner updates, then denied them: it measures adaptation *and* this
+     train/test mismatch together;
+   - ``TTT4Rec, fixed W0`` (model name ``ttt4rec-fixed-w0``): a second model with the same parameters,
+     trained *and* tested with η = 0 (``TTT4RecConfig(adapt=False)``) — the control without the mismatch.
+
+   ``TTT4Rec − fixed W0`` is what adapting at test time adds to an otherwise identical model trained for it;
+   ``fixed W0 − η=0 at test`` is the price of the mismatch.
 
 :func:`run_grid` returns one row per (setting, seed, model variant) in a ``pandas.DataFrame``;
-:func:`summarize` turns it into mean, standard deviation and count per group, and :func:`plot_errorbars`
-draws mean ± one standard deviation across seeds.
+:func:`summarize` turns it into mean, standard deviation and count per group, :func:`arm_differences` pairs the
+arms by seed and gives each difference with a Student-t interval over seeds, and :func:`plot_errorbars` draws
+the mean with that interval (or ± one standard deviation) across seeds.
 """
 from __future__ import annotations
 
@@ -22,6 +31,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from .analysis import mean_interval
 from .data import build_splits, make_drift_data
 from .metrics import evaluate
 from .models import build_model
@@ -31,9 +41,16 @@ from .utils import set_seed
 METRICS = ("hr@10", "ndcg@10")
 # Row labels of the model variants (the ``variant`` column).
 VARIANT_NAMES = {("ttt4rec", True): "TTT4Rec", ("ttt4rec", False): "TTT4Rec, η=0 at test",
-                 ("sasrec", None): "SASRec", ("pop", None): "pop"}
+                 ("ttt4rec-fixed-w0", False): "TTT4Rec, fixed W0", ("sasrec", None): "SASRec", ("pop", None): "pop"}
 # One colour per variant, so a model keeps its colour from plot to plot.
-VARIANT_COLORS = {"TTT4Rec": "C0", "TTT4Rec, η=0 at test": "C1", "SASRec": "C2", "pop": "C3"}
+VARIANT_COLORS = {"TTT4Rec": "C0", "TTT4Rec, η=0 at test": "C1", "SASRec": "C2", "pop": "C3",
+                  "TTT4Rec, fixed W0": "C4"}
+#: The three TTT4Rec arms, in the order the book shows them.
+ARMS = ("TTT4Rec", "TTT4Rec, fixed W0", "TTT4Rec, η=0 at test")
+#: The paired differences :func:`arm_differences` reports: (name, minuend, subtrahend).
+ARM_DIFFERENCES = (("adapt − fixed W0", "TTT4Rec", "TTT4Rec, fixed W0"),
+                   ("adapt − η=0 at test", "TTT4Rec", "TTT4Rec, η=0 at test"),
+                   ("fixed W0 − η=0 at test", "TTT4Rec, fixed W0", "TTT4Rec, η=0 at test"))
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,7 @@ class StudyConfig:
     lr: float = 3e-3
     batch_size: int = 256
     patience: int = 5
-    models: Tuple[str, ...] = ("ttt4rec", "sasrec", "pop")
+    models: Tuple[str, ...] = ("ttt4rec", "ttt4rec-fixed-w0", "sasrec", "pop")
 
     def replace(self, **changes) -> "StudyConfig":
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -77,9 +94,10 @@ class StudyConfig:
 
 def _model_overrides(name: str, cfg: StudyConfig) -> Dict[str, object]:
     """The size of each model at this setting (SASRec gets the same width and heads as TTT4Rec)."""
-    if name == "ttt4rec":
+    if name in ("ttt4rec", "ttt4rec-fixed-w0"):
         return dict(hidden_size=cfg.hidden_size, num_heads=cfg.num_heads, ffn_size=cfg.ffn_size,
-                    mini_batch_size=cfg.mini_batch_size, base_lr=cfg.base_lr)
+                    mini_batch_size=cfg.mini_batch_size, base_lr=cfg.base_lr,
+                    **({"adapt": False} if name == "ttt4rec-fixed-w0" else {}))
     if name == "sasrec":
         return dict(hidden_size=cfg.hidden_size, n_heads=cfg.num_heads, inner_size=cfg.ffn_size)
     return {}
@@ -95,8 +113,9 @@ def run_one(cfg: StudyConfig, seed: int, device: str = "auto") -> List[Dict[str,
                                ks=(10,), progress=False, seed=seed, device=device)
     rows = []
     for name in cfg.models:
-        set_seed(seed)
-        model = build_model(name, splits.num_items, splits.max_len, **_model_overrides(name, cfg))
+        set_seed(seed)  # the control starts from the same initial weights as the adapting model
+        registry_name = "ttt4rec" if name == "ttt4rec-fixed-w0" else name
+        model = build_model(registry_name, splits.num_items, splits.max_len, **_model_overrides(name, cfg))
         start = time.perf_counter()
         result = train(model, splits, train_config)
         history = result["history"]
@@ -117,6 +136,10 @@ def run_one(cfg: StudyConfig, seed: int, device: str = "auto") -> List[Dict[str,
             for adapt, metrics in ((True, on), (False, off)):
                 rows.append({**common, "adapt": adapt, "variant": VARIANT_NAMES[(name, adapt)], "tau_b": tau_b,
                              "time_s": seconds, **{m: float(metrics[m]) for m in METRICS}})
+        elif name == "ttt4rec-fixed-w0":  # trained and tested with η = 0: τ plays no part
+            rows.append({**common, "adapt": False, "variant": VARIANT_NAMES[(name, False)],
+                         "tau_b": float("nan"), "time_s": time.perf_counter() - start,
+                         **{m: float(result["test"][m]) for m in METRICS}})
         else:
             rows.append({**common, "adapt": None, "variant": VARIANT_NAMES.get((name, None), name),
                          "tau_b": float("nan"), "time_s": time.perf_counter() - start,
@@ -129,8 +152,8 @@ def run_grid(settings: Sequence[Mapping[str, object]], seeds: Iterable[int], bas
     """Run every setting (a dict of :class:`StudyConfig` changes) with every seed.
 
     Returns one row per (setting, seed, model variant) with the setting's values (one column per key that any
-    setting changes), ``seed``, ``model``, ``adapt`` (True/False for TTT4Rec, None otherwise), ``variant`` (a
-    readable label), ``hr@10``, ``ndcg@10``, ``train_loss`` (last epoch), ``best_epoch``, ``tau_b`` (TTT4Rec),
+    setting changes), ``seed``, ``model``, ``adapt`` (True/False for the TTT4Rec arms, None otherwise),
+    ``variant`` (a readable label, :data:`VARIANT_NAMES`), ``hr@10``, ``ndcg@10``, ``train_loss`` (last epoch), ``best_epoch``, ``tau_b`` (TTT4Rec),
     ``test_samples`` and ``time_s``. The two TTT4Rec rows of a run come from the same trained model.
 
     ``cache``: a dict shared between calls; a (config, seed, model) already run is not trained again — the
@@ -184,11 +207,15 @@ def summarize(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] = METR
 
 
 def plot_errorbars(df: pd.DataFrame, x: str, metric: str = "ndcg@10", hue: str = "variant", ax=None,
-                   title: Optional[str] = None, logx: bool = False):
-    """Mean ± one standard deviation over seeds of ``metric`` against ``x``, one line per ``hue`` value.
+                   title: Optional[str] = None, logx: bool = False, bars: str = "t95"):
+    """Mean over seeds of ``metric`` against ``x``, one line per ``hue`` value, with error bars:
+    ``bars="t95"`` (default) a 95% Student-t interval of the mean over seeds (:func:`mean_interval`; none for a
+    single seed), ``"std"`` ± one sample standard deviation.
 
     Returns the matplotlib Figure.
     """
+    if bars not in ("t95", "std"):
+        raise ValueError(f"bars must be 't95' or 'std', got {bars!r}")
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -196,14 +223,20 @@ def plot_errorbars(df: pd.DataFrame, x: str, metric: str = "ndcg@10", hue: str =
     else:
         fig = ax.figure
     summary = summarize(df, [hue, x], metrics=[metric]).reset_index()
+    if bars == "t95":
+        half = {key: (lambda t: (t[2] - t[1]) / 2)(mean_interval(part[metric].to_numpy()))
+                for key, part in df.groupby([hue, x], sort=True)}
+        summary["bar"] = [half[(h, v)] for h, v in zip(summary[hue], summary[x])]
+    else:
+        summary["bar"] = summary[f"{metric} std"]
     for label, part in summary.groupby(hue, sort=False):
         part = part.sort_values(x)
-        ax.errorbar(part[x], part[f"{metric} mean"], yerr=part[f"{metric} std"].fillna(0.0), marker="o",
+        ax.errorbar(part[x], part[f"{metric} mean"], yerr=part["bar"].fillna(0.0), marker="o",
                     capsize=3, label=str(label), alpha=0.9, color=VARIANT_COLORS.get(label))
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(x)
-    ax.set_ylabel(f"test {metric.upper()}")
+    ax.set_ylabel(f"test {metric.upper()}" + (" (95% CI)" if bars == "t95" else " (± std)"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
@@ -225,5 +258,34 @@ def adaptation_gain(df: pd.DataFrame, by: Sequence[str], metric: str = "ndcg@10"
     return summarize(gain, by, metrics=["gain"])
 
 
-__all__ = ["StudyConfig", "METRICS", "VARIANT_NAMES", "VARIANT_COLORS", "run_one", "run_grid", "summarize", "plot_errorbars",
-           "adaptation_gain"]
+def arm_differences(df: pd.DataFrame, by: Sequence[str], metric: str = "ndcg@10",
+                    level: float = 0.95) -> pd.DataFrame:
+    """The three TTT4Rec arms paired by run (same setting, same seed, same data), per ``by`` group.
+
+    For each difference of :data:`ARM_DIFFERENCES` (``adapt − fixed W0``, ``adapt − η=0 at test``,
+    ``fixed W0 − η=0 at test``): the mean over seeds of the per-seed difference, a Student-t interval of that
+    mean (``level``, :func:`ttt4rec_edu.analysis.mean_interval`), ``n`` (seeds) and ``positive`` (seeds with a
+    difference > 0). Rows indexed by ``by`` + ``difference``. Only runs that have both arms are paired.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    keys = by + ["seed"]
+    wide = df[df["variant"].isin(ARMS)].pivot_table(index=keys, columns="variant", values=metric,
+                                                     aggfunc="first")
+    rows = []
+    for name, left, right in ARM_DIFFERENCES:
+        if left not in wide or right not in wide:
+            continue
+        diff = (wide[left] - wide[right]).dropna().rename("_paired").reset_index()
+        for group, part in diff.groupby(by, sort=True):
+            mean, low, high = mean_interval(part["_paired"].to_numpy(), level=level)
+            group = group if isinstance(group, tuple) else (group,)
+            rows.append({**dict(zip(by, group)), "difference": name, "mean": mean, "low": low, "high": high,
+                         "n": len(part), "positive": int((part["_paired"] > 0).sum())})
+    if not rows:
+        raise ValueError("no run has two TTT4Rec arms to pair: include 'ttt4rec' and 'ttt4rec-fixed-w0' "
+                         "in StudyConfig.models")
+    return pd.DataFrame(rows).set_index(by + ["difference"])
+
+
+__all__ = ["StudyConfig", "METRICS", "VARIANT_NAMES", "VARIANT_COLORS", "ARMS", "ARM_DIFFERENCES", "run_one",
+           "run_grid", "summarize", "plot_errorbars", "adaptation_gain", "arm_differences"]
