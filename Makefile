@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 # Real Amazon Beauty data shipped beside the project (CI, developer machines) acts as a pre-filled cache.
 export TTT4REC_DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup book book-quick test bench chromium clean vendor help instructor-index
+.PHONY: setup book book-quick test bench chromium clean vendor help instructor-index gpu-check
 
 help:
 	@echo "make book   - set up .venv and build the book into _build/html (quick mode on a CPU)"
 	@echo "make test   - set up .venv, build the book, run the whole test suite"
 	@echo "make bench  - benchmarks (speed ratios and memory), printed as tables"
+	@echo "make gpu-check - every model on CUDA, checked and timed in <= 8 min (scripts/gpu_check.py)"
 	@echo "make instructor-index - regenerate book/instructor.md's exercise index from the chapters"
 	@echo "make vendor - refresh the vendored MathJax / require.js / widget manager (needs npm)"
 
@@ -62,6 +63,14 @@ instructor-index: setup
 
 bench: setup
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
+
+# The prepared GPU check: every model on CUDA against the CPU, the TTT modes, an Amazon Beauty epoch per model,
+# the paper's protocol for TTT4Rec and SASRec, torchrun; stops itself within 8 minutes and writes
+# book/results/gpu/<date>-<device>.json and .md after every part. Data: gpu_data/amazon-beauty-5core.txt, else the
+# cache and TTT4REC_DATA_MIRRORS. A CPU smoke run: make gpu-check GPU_CHECK_ARGS="--device cpu --tiny --out /tmp/g"
+GPU_CHECK_ARGS ?= --device cuda --bf16
+gpu-check: setup
+	$(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf _build

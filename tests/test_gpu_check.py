@@ -1,0 +1,191 @@
+"""scripts/gpu_check.py: the tiny CPU run works end to end, a failing part is recorded and the next one runs,
+and the deadline stops a running part and skips the rest — so the script is known to work before a GPU minute
+is spent on it."""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "gpu_check.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(*args, timeout=240):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def numbers(obj, path="$"):
+    """Every int/float in a JSON document, with its path."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+def the_json(folder: Path) -> dict:
+    files = sorted(folder.glob("*.json"))
+    assert len(files) == 1, files
+    assert files[0].with_suffix(".md").is_file()
+    return json.loads(files[0].read_text())
+
+
+@pytest.mark.slow
+def test_tiny_cpu_run_checks_every_part(tmp_path):
+    proc = run_script("--device", "cpu", "--tiny", "--bf16", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = the_json(tmp_path)
+    assert doc["tiny"] is True and doc["device"]["type"] == "cpu" and doc["schema"] == 1
+    assert list(doc["parts"]) == ["a", "b", "c", "d", "e"]
+    for key, part in doc["parts"].items():
+        assert part["status"] == "ok" or (part["status"] == "skipped" and part["reason"]), (key, part)
+    for path, value in numbers(doc):
+        assert math.isfinite(value), path
+    script = load_script()
+    variants = [v for v, _, _ in script.model_variants()]
+    assert {"ttt4rec-transformer-mlp", "ttt4rec-transformer-linear", "ttt4rec-mamba-mlp",
+            "ttt4rec-mamba-linear", "sasrec", "pop"} <= set(variants)
+    a = doc["parts"]["a"]["result"]
+    assert [row["variant"] for row in a["models"]] == variants
+    assert all(row["ok"] and row["score_rel"] <= script.SCORE_RTOL for row in a["models"])
+    assert all("bf16_loss_rel" in row for row in a["models"])  # --bf16 checked on the CPU's autocast too
+    b = doc["parts"]["b"]["result"]
+    assert {row["compare"] for row in b["agreement"]} == {"minibatch_loop vs dual", "token_loop vs dual"}
+    assert all(row["ok"] for row in b["agreement"])
+    assert all(row["dual_ms"] > 0 and row["token_loop_ms"] > 0 and row["sasrec_step_ms"] > 0 for row in b["timing"])
+    c = doc["parts"]["c"]["result"]
+    trained = [row for row in c["epochs"] if row["variant"] != "pop"]
+    assert len(trained) == len(variants) - 1 and all(row["train_samples_per_s"] > 0 for row in trained)
+    assert [row["variant"] for row in c["protocol"]] == ["ttt4rec-transformer-mlp", "sasrec"]
+    assert all(1 <= row["epochs"] <= 3 and 0 <= row["test_ndcg@10"] <= 1 for row in c["protocol"])
+    d = doc["parts"]["d"]["result"]
+    assert d["backend"] == "gloo" and d["world_size"] == 1 and d["epochs"] == 1
+    ratio = {row["key"]: row for row in doc["headline"]}
+    epochs = {row["variant"]: row["epoch_s"] for row in trained}
+    assert ratio["ttt_vs_sasrec_epoch"]["value"] == pytest.approx(
+        epochs["ttt4rec-transformer-mlp"] / epochs["sasrec"])
+    assert ratio["fp32_vs_bf16_ttt4rec_epoch"]["value"] is None  # the trainer's bf16 is CUDA-only
+    assert "CUDA-only" in ratio["fp32_vs_bf16_ttt4rec_epoch"]["how"]
+
+
+def _report(script, tmp_path):
+    doc = {"schema": 1, "kind": script.KIND, "tiny": True, "date": "2000-01-01", "started_at": "x",
+           "command": "test", "deadline_s": 60.0, "device": {"type": "cpu", "name": "cpu", "slug": "cpu"},
+           "environment": {}, "settings": {},
+           "parts": {k: {"title": t, "status": "pending", "reason": None, "elapsed_s": None, "result": {}}
+                     for k, t in script.PARTS}}
+    return script.Report(tmp_path, doc)
+
+
+def test_a_part_that_raises_is_recorded_and_the_next_part_runs(tmp_path):
+    script = load_script()
+    report = _report(script, tmp_path)
+    ran = []
+
+    def broken(rec):
+        rec["before the bug"] = 1.5
+        raise ZeroDivisionError("boom in part a")
+
+    def fine(rec):
+        ran.append("b")
+        rec["value"] = 2.0
+        return "ok"
+
+    def check_fails(rec):
+        raise script.PartFailed("scores differ")
+
+    def report_part(rec):
+        ran.append("e")
+        return "ok"
+
+    script.run_parts([("a", broken), ("b", fine), ("c", check_fails), ("e", report_part)], report,
+                     script.Deadline(60, start=time.monotonic()))
+    doc = json.loads(report.json_path.read_text())   # written to disk, not only in memory
+    assert ran == ["b", "e"]
+    assert doc["parts"]["a"]["status"] == "error" and "boom in part a" in doc["parts"]["a"]["reason"]
+    assert doc["parts"]["a"]["result"] == {"before the bug": 1.5}   # what it had measured is kept
+    assert "ZeroDivisionError" in doc["parts"]["a"]["traceback"]
+    assert doc["parts"]["b"]["status"] == "ok" and doc["parts"]["b"]["result"] == {"value": 2.0}
+    assert doc["parts"]["c"]["status"] == "failed" and doc["parts"]["c"]["reason"] == "scores differ"
+    assert doc["parts"]["d"]["status"] == "pending"   # not in the list given
+    assert doc["parts"]["e"]["status"] == "ok"
+    assert report.md_path.read_text().startswith("# GPU check")
+
+
+def test_the_deadline_stops_a_running_part_and_skips_the_rest(tmp_path):
+    script = load_script()
+    report = _report(script, tmp_path)
+    ran = []
+
+    def endless(rec):
+        for step in range(600):       # 30 s unless the alarm stops it
+            rec["steps"] = step
+            time.sleep(0.05)
+        return "ok"
+
+    def never(rec):
+        ran.append("b")
+        return "ok"
+
+    start = time.monotonic()
+    script.run_parts([("a", endless), ("b", never), ("e", lambda rec: ran.append("e") or "ok")], report,
+                     script.Deadline(1.0, start=start))
+    elapsed = time.monotonic() - start
+    assert elapsed < 6, elapsed
+    doc = json.loads(report.json_path.read_text())
+    assert doc["parts"]["a"]["status"] == "incomplete" and "deadline" in doc["parts"]["a"]["reason"]
+    assert 0 < doc["parts"]["a"]["result"]["steps"] < 599
+    assert doc["parts"]["b"]["status"] == "skipped" and "deadline" in doc["parts"]["b"]["reason"]
+    assert ran == ["e"]      # the report still runs after the deadline
+    assert doc["parts"]["e"]["status"] == "ok"
+
+
+def test_command_line_deadline_and_bad_arguments(tmp_path):
+    proc = run_script("--device", "cpu", "--tiny", "--deadline-s", "0.5", "--out", str(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = the_json(tmp_path)
+    assert doc["deadline_s"] == 0.5
+    for key in "abcd":
+        assert doc["parts"][key]["status"] == "skipped" and "deadline" in doc["parts"][key]["reason"]
+    assert doc["parts"]["e"]["status"] == "ok"
+    assert all(row["value"] is None for row in doc["headline"])
+    for args, message in ((["--device", "cpu", "--tiny"], "--tiny needs --out"),
+                          (["--device", "cpu", "--parts", "az", "--out", str(tmp_path)], "unknown part(s) z"),
+                          (["--device", "cpu", "--data", str(tmp_path / "missing.txt")], "no such file"),
+                          (["--device", "cpu", "--deadline-s", "-3"], "must be positive")):
+        bad = run_script(*args, timeout=60)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+        assert "Traceback" not in bad.stderr
+
+
+def test_headline_ratios_and_goals():
+    script = load_script()
+    doc = {"parts": {"b": {"result": {"timing": [{"L": 100, "dual_ms": 2.0, "token_loop_ms": 30.0}]}},
+                     "c": {"result": {"data": {"name": "beauty"}, "batch_size": 2048,
+                                      "epochs": [{"variant": "ttt4rec-transformer-mlp", "epoch_s": 3.0},
+                                                 {"variant": "sasrec", "epoch_s": 1.0}],
+                                      "bf16": {"epoch_s": 2.5}}}}}
+    rows = {row["key"]: row for row in script.headline(doc)}
+    assert rows["ttt_vs_sasrec_epoch"]["value"] == 3.0 and rows["ttt_vs_sasrec_epoch"]["met"] is False
+    assert rows["token_loop_vs_dual_L100"]["value"] == 15.0 and rows["token_loop_vs_dual_L100"]["met"] is True
+    assert rows["fp32_vs_bf16_ttt4rec_epoch"]["value"] == pytest.approx(1.2)
+    assert rows["fp32_vs_bf16_ttt4rec_epoch"]["met"] is False
+    assert script.json_safe({"x": float("nan"), "y": [float("inf"), 1.0]}) == {"x": None, "y": [None, 1.0]}
