@@ -8,13 +8,19 @@ What is proved here:
 - for every chapter, the student notebook keeps every exercise, contains no line of any solution, and gets one
   answer cell per exercise with the solution's check call; the solutions notebook is the chapter without outputs;
 - an exported student notebook (chapter 2) executes from book/ in quick mode without a single error;
-- grading a folder: a correct answer passes, a wrong one fails with the checker's hint, an answer cell that raises
-  and a notebook that times out give failed rows saying why; the CSV has the documented columns.
+- grading cannot be forged: a printed success line, a redefined check, a monkeypatched library and a fake line
+  on the grader's channel all leave a wrong answer failed, while the honest answer passes;
+- grading is robust: a good, a corrupt, an endless and a crashing notebook give four rows (ok, unreadable, timeout,
+  crashed) and exit status 0; a memory hog gets MemoryError and, as root, a write outside the submission's folder
+  (Python or shell) is refused because the notebook runs as nobody;
+- every misuse of the command line is one line on stderr and exit status 2; --timeout 0, < 0 and NaN are refused;
+  --book defaults to the book beside the library.
 """
 from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -210,12 +216,6 @@ def test_student_notebook_runs_from_book_dir(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ grading
 
-def test_parse_check_lines_keeps_hints():
-    text = "noise\n✓ check_a: fine.\n✗ check_b: for n=3: wrong\n  Hint: do it right.\nafter\n"
-    assert ik.parse_check_lines(text) == [("check_a", True, "fine."),
-                                          ("check_b", False, "for n=3: wrong\nHint: do it right.")]
-
-
 CORRECT_SPLIT = '''from ttt4rec_edu.exercises import check_split_counts
 
 def my_split_counts(num_samples, ratios):
@@ -232,24 +232,57 @@ def my_split_counts(num_samples, ratios):
 
 check_split_counts(my_split_counts)
 '''
-WRONG_NDCG = '''import torch
+CORRECT_NDCG = '''import torch
 from ttt4rec_edu.exercises import check_ndcg
 
 def my_ndcg(ranks, k):
     r = torch.as_tensor(ranks, dtype=torch.float64)
-    return float(torch.where(r <= k, 1.0 / torch.log2(r), torch.zeros_like(r)).mean())
+    return float(torch.where(r <= k, 1.0 / torch.log2(r + 1), torch.zeros_like(r)).mean())
 
 check_ndcg(my_ndcg)
 '''
+WRONG_NDCG = CORRECT_NDCG.replace("torch.log2(r + 1)", "torch.log2(r)")
+WRONG_SPLIT = "def my_split_counts(num_samples, ratios):\n    return (num_samples, 0, 0)\n"
+# the three forgeries of issue 13: none of them may turn a wrong answer into a pass
+FORGED_PRINT = WRONG_SPLIT + ('print("✓ check_split_counts: matches split_counts for n = 1..40 at 3:2:5 and 6:2:2 '
+                              '(80 cases).")\n')
+REDEFINED_CHECK = WRONG_SPLIT + '''
+def check_split_counts(fn):
+    print("✓ check_split_counts: matches split_counts for n = 1..40 at 3:2:5 and 6:2:2 (80 cases).")
+    return True
+
+check_split_counts(my_split_counts)
+'''
+MONKEYPATCHED = WRONG_SPLIT + '''
+import ttt4rec_edu.exercises as E
+import ttt4rec_edu.data.protocol as P
+E.check_split_counts = lambda fn: E._report(E.ExerciseResult("check_split_counts", True, "fine"))
+E.split_counts = P.split_counts = my_split_counts          # the reference itself, replaced
+E.ExerciseResult.__bool__ = lambda self: True
+E.check_split_counts(my_split_counts)
+'''
+FORGED_CHANNEL = WRONG_SPLIT + '''
+import os, json
+line = json.dumps({"event": "verdict", "label": "ex-protocol-split", "check": "check_split_counts",
+                   "passed": True, "message": "forged"})
+for fd in os.listdir("/proc/self/fd"):
+    if int(fd) > 2:
+        try:
+            os.write(int(fd), (line + "\\t" + "0" * 64 + "\\n").encode())
+        except OSError:
+            pass
+'''
 
 
-def _submission(answers: dict, extra=()) -> dict:
+def _submission(answers: dict, extra=(), chapter_code: bool = False) -> dict:
+    """Chapter 1's student notebook with ``answers`` (label -> code) in its answer cells; ``extra`` cells first.
+    Without ``chapter_code`` the chapter's own code cells are left out (keeps the tests fast)."""
     student = ik.student_notebook(BOOK / "01_protocol.ipynb")
     cells = []
     for cell in student["cells"]:
         info = cell["metadata"].get("ttt4rec", {})
-        if cell["cell_type"] == "code" and not info:
-            continue                       # the chapter's own code is not graded; leaving it out keeps this fast
+        if cell["cell_type"] == "code" and not info and not chapter_code:
+            continue
         if info.get("exercise") in answers and cell["cell_type"] == "code":
             cell = dict(cell, source=answers[info["exercise"]])
         cells.append(cell)
@@ -257,30 +290,128 @@ def _submission(answers: dict, extra=()) -> dict:
     return student
 
 
-@pytest.mark.slow
-def test_grade_folder(tmp_path):
+def _grade(tmp_path, submissions: dict, *options) -> tuple:
+    """Write ``submissions`` (name -> notebook dict or raw text) into a folder, grade it through the command line
+    in a subprocess; return (exit status, stdout, stderr, CSV rows by submission, reports folder)."""
     subs = tmp_path / "subs"
     subs.mkdir()
-    good_bad = _submission({"ex-protocol-split": CORRECT_SPLIT, "ex-protocol-ndcg": WRONG_NDCG})
-    (subs / "alice.ipynb").write_text(json.dumps(good_bad))
-    raising = _submission({"ex-protocol-split": "raise RuntimeError('oops')",
-                                     "ex-protocol-ndcg": "x = 1"})
-    (subs / "bob.ipynb").write_text(json.dumps(raising))
-    slow = _submission({}, extra=[dict(_code("import time\ntime.sleep(30)"), id="slow")])
-    (subs / "carol.ipynb").write_text(json.dumps(slow))
-    out = tmp_path / "grades.csv"
-    assert ik.main(["grade", "--submissions", str(subs), "--out", str(out), "--timeout", "8"]) == 0
-    with out.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["notebook", "exercise", "check", "passed", "message"]
-    table = {(r["notebook"], r["check"]): r for r in rows}
-    assert len(rows) == len(table) == 6
-    assert table["alice.ipynb", "check_split_counts"]["passed"] == "True"
-    assert table["alice.ipynb", "check_split_counts"]["exercise"] == "ex-protocol-split"
-    wrong = table["alice.ipynb", "check_ndcg"]
-    assert wrong["passed"] == "False" and wrong["exercise"] == "ex-protocol-ndcg" and "Hint:" in wrong["message"]
-    assert table["bob.ipynb", "check_split_counts"]["message"] == "the answer cell raised RuntimeError: oops"
-    assert table["bob.ipynb", "check_ndcg"]["message"] == "the answer cell ran but never called check_ndcg"
-    for check in ("check_split_counts", "check_ndcg"):
-        row = table["carol.ipynb", check]
-        assert row["passed"] == "False" and "timeout (8 s)" in row["message"]
+    for name, content in submissions.items():
+        (subs / name).write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
+    out = tmp_path / "out" / "grades.csv"
+    proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", "grade", "--submissions", str(subs),
+                           "--out", str(out), *options], capture_output=True, text=True, timeout=900)
+    rows = {}
+    if out.exists():
+        with out.open(newline="", encoding="utf-8") as fh:
+            rows = {r["submission"]: r for r in csv.DictReader(fh)}
+    return proc.returncode, proc.stdout, proc.stderr, rows, out.with_name("grades_reports")
+
+
+@pytest.mark.slow
+def test_forged_verdicts_grade_as_failed(tmp_path):
+    """Printing a success line, redefining the check, monkeypatching the library or writing a fake verdict
+    to the grader's channel: the wrong answer still fails; the honest correct answer passes."""
+    good = {"ex-protocol-split": CORRECT_SPLIT, "ex-protocol-ndcg": CORRECT_NDCG}
+    code, out, err, rows, reports = _grade(tmp_path, {
+        "honest.ipynb": _submission(good),
+        "printed.ipynb": _submission({**good, "ex-protocol-split": FORGED_PRINT}),
+        "redefined.ipynb": _submission({**good, "ex-protocol-split": REDEFINED_CHECK}),
+        "monkeypatched.ipynb": _submission({**good, "ex-protocol-split": MONKEYPATCHED}),
+        "channel.ipynb": _submission({**good, "ex-protocol-split": FORGED_CHANNEL}),
+    }, "--timeout", "300")
+    assert code == 0, err
+    assert rows["honest.ipynb"]["status"] == "ok" and rows["honest.ipynb"]["ex-protocol-split"] == "pass"
+    for name in ("printed.ipynb", "redefined.ipynb", "monkeypatched.ipynb", "channel.ipynb"):
+        row = rows[name]
+        assert (row["status"], row["passed"], row["ex-protocol-split"], row["ex-protocol-ndcg"]) == (
+            "failed", "1", "fail", "pass"), (name, row)
+    report = (reports / "printed.md").read_text()
+    assert "expected (1, 0, 1), got (2, 0, 0)" in report and "Hint:" in report   # the grader's own check
+    assert "no valid signature" in (reports / "channel.md").read_text()
+    results = json.loads((reports / "monkeypatched.results.json").read_text())
+    assert results["score"] == 1.0 and [t["status"] for t in results["tests"]] == ["failed", "passed"]
+
+
+@pytest.mark.slow
+def test_good_corrupt_endless_crashing_give_four_rows(tmp_path):
+    good = {"ex-protocol-split": CORRECT_SPLIT, "ex-protocol-ndcg": CORRECT_NDCG}
+    loop = dict(_code("while True:\n    pass"), id="loop")
+    crash = dict(_code("import os\nos._exit(1)"), id="crash")
+    text = json.dumps(_submission(good))
+    code, out, err, rows, reports = _grade(tmp_path, {
+        "good.ipynb": _submission(good),
+        "corrupt.ipynb": text[: len(text) // 2],
+        "endless.ipynb": _submission(good, extra=[loop]),
+        "crashing.ipynb": _submission(good, extra=[crash]),
+    }, "--timeout", "40")
+    assert code == 0, err
+    assert {name: r["status"] for name, r in rows.items()} == {
+        "good.ipynb": "ok", "corrupt.ipynb": "unreadable", "endless.ipynb": "timeout", "crashing.ipynb": "crashed"}
+    assert "not a readable notebook" in rows["corrupt.ipynb"]["reason"]
+    assert "40 s limit in cell 0" in rows["endless.ipynb"]["reason"]
+    assert "exited with status 1 in cell 0" in rows["crashing.ipynb"]["reason"]
+    assert rows["endless.ipynb"]["ex-protocol-split"] == rows["crashing.ipynb"]["ex-protocol-split"] == "fail"
+    assert sorted(p.name for p in reports.glob("*.md")) == ["corrupt.md", "crashing.md", "endless.md", "good.md"]
+    assert not (tmp_path / "out" / "results.json").exists()      # several submissions: one results.json each
+
+
+@pytest.mark.slow
+def test_memory_limit_and_a_write_outside_the_folder(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    grab = dict(_code("big = bytearray(3 * 2**30)"), id="grab")
+    write = dict(_code(f"open({str(outside / 'escaped.txt')!r}, 'w').write('x')"), id="write")
+    shell = dict(_code(f"import os\nstatus = os.system('id > {outside}/shell.txt')"), id="shell")
+    inside = dict(_code("open('mine.txt', 'w').write('fine')\nprint(open('mine.txt').read())"), id="inside")
+    good = {"ex-protocol-split": CORRECT_SPLIT, "ex-protocol-ndcg": CORRECT_NDCG}
+    code, out, err, rows, reports = _grade(tmp_path, {"s.ipynb": _submission(good, extra=[grab, write, shell,
+                                                                                          inside])},
+                                           "--timeout", "120", "--memory-mb", "2048")
+    assert code == 0, err
+    assert rows["s.ipynb"]["status"] == "ok", rows            # the limits stop the cell, not the grading
+    report = (reports / "s.md").read_text()
+    assert "cell 0: MemoryError" in report
+    assert "fine" in (reports / "s.log").read_text()          # writing inside its own folder works
+    results = json.loads((tmp_path / "out" / "results.json").read_text())   # one submission: beside the CSV
+    assert results["score"] == 2.0 and len(results["tests"]) == 2
+    if os.geteuid() == 0:      # as root the grader runs the notebook as nobody: the grader's folders are out of reach
+        assert "cell 1: PermissionError" in report
+        assert not (outside / "escaped.txt").exists() and not (outside / "shell.txt").exists()
+        assert "user: nobody" in report
+    else:
+        pytest.skip("not root: the notebook runs as the grader's own user and may write where that user may "
+                    "(the instructor guide says so); only the memory limit was tested")
+
+
+def test_timeout_must_be_positive_and_misuse_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    calls = [
+        ["grade", "--submissions", str(tmp_path), "--out", "g.csv", "--timeout", "0"],
+        ["grade", "--submissions", str(tmp_path), "--out", "g.csv", "--timeout", "-5"],
+        ["grade", "--submissions", str(tmp_path), "--out", "g.csv", "--timeout", "nan"],
+        ["grade", "--submissions", str(tmp_path / "empty"), "--out", str(tmp_path / "g.csv")],
+        ["grade", "--submissions", str(tmp_path / "nowhere"), "--out", str(tmp_path / "g.csv")],
+        ["grade", "--out", "g.csv"],
+        ["export", "--chapter", "99", "--out", str(tmp_path / "h")],
+        ["export", "--chapter", "1", "--out", str(tmp_path / "file.txt")],
+        ["export", "--chapter", "one", "--out", str(tmp_path / "h")],
+        ["export", "--chapter", "1", "--out", str(tmp_path / "h"), "--book", str(tmp_path / "empty")],
+        ["frobnicate"],
+    ]
+    for argv in calls:
+        proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", *argv], capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, (argv, proc.stderr)
+    with pytest.raises(ik.GradingError, match="--timeout must be a finite number > 0"):
+        ik.Limits(timeout=float("nan")).validate()
+
+
+def test_book_defaults_to_the_one_beside_the_library(tmp_path):
+    assert ik.default_book_dir() == BOOK
+    proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", "export", "--chapter", "2",
+                           "--out", str(tmp_path / "h")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    student = json.loads((tmp_path / "h" / "02_rope_student.ipynb").read_text())
+    assert student["metadata"]["ttt4rec"] == {"chapter": 2, "notebook": "02_rope.ipynb"}

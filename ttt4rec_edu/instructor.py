@@ -15,10 +15,15 @@ Everything here reads the chapters' own exercise markup, so nothing has to be ty
 
 Command line (``python -m ttt4rec_edu.exercises <command>``)::
 
-    index  [--book book] [--page book/instructor.md] [--check]   regenerate the generated blocks of the guide
-    export --chapter N --out DIR [--book book]                   NN_slug_student.ipynb + NN_slug_solutions.ipynb
-    grade  --submissions DIR --out grades.csv [--timeout S] [--workdir D]
-                                                                 run every submitted notebook, collect check_* verdicts
+    index  [--book B] [--page B/instructor.md] [--check]   regenerate the generated blocks of the guide
+    export --chapter N --out DIR [--book B]                NN_slug_student.ipynb + NN_slug_solutions.ipynb
+    grade  --submissions DIR --out grades.csv [--chapter N] [--timeout S] [--cpu-seconds S] [--memory-mb M]
+           [--file-mb M] [--workdir D] [--allow-root] [--allow-network] [--book B]
+                                                           run every submitted file in its own process and
+                                                           temporary folder; grade it with the grader's own checks
+
+``--book`` defaults to the book beside the installed library (``<repository>/book``). Misuse of the command line
+ends in one line on stderr and exit status 2.
 
 Rules (also stated on the instructor page):
 
@@ -60,7 +65,6 @@ WORDS_PER_MINUTE = 150
 CODE_LINES_PER_MINUTE = 10
 INDEX_MARKERS = ("<!-- exercise-index:start -->", "<!-- exercise-index:end -->")
 OVERVIEW_MARKERS = ("<!-- chapter-overview:start -->", "<!-- chapter-overview:end -->")
-RESULT_LINE = re.compile(r"^(?P<mark>[✓✗]) (?P<check>check_\w+): (?P<message>.*)$")
 
 
 class ExerciseMarkupError(ValueError):
@@ -433,6 +437,7 @@ def student_notebook(path: Path) -> dict:
     student = copy.deepcopy({k: v for k, v in nb.items() if k != "cells"})
     student["cells"] = out
     student.setdefault("metadata", {}).pop("widgets", None)
+    student["metadata"]["ttt4rec"] = {"chapter": chapter_number(path), "notebook": Path(path).name}
     return student
 
 
@@ -474,160 +479,663 @@ def export_chapter(book_dir: Path, chapter: int, out_dir: Path) -> Tuple[Path, P
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Grading a folder of submissions
+# Grading: every submission in its own process and temporary folder, verdicts from the grader's own checks
 # ----------------------------------------------------------------------------------------------------------
+#
+# Trust model (the instructor guide states it for readers):
+# - a verdict is what the grader's *own* copy of the checks returns, loaded from the library's source file in the
+#   submission's process *before* any student code runs, called on the student's function after the last cell;
+#   it travels to the grader on a channel (an inherited file descriptor, every line signed with a per-run secret
+#   key); printed text is never read. Printing a check's success line, redefining ``check_*``, or monkeypatching
+#   ``ttt4rec_edu.exercises`` (or any ``ttt4rec_edu`` module: their namespaces are restored before the checks)
+#   changes nothing;
+# - NOT covered: student code runs in the same interpreter as the grader's checks, so a student who attacks the
+#   interpreter on purpose (patching torch/numpy, rewriting function code objects, reading the key out of the
+#   worker's frames) can still forge a verdict. Read the code of a surprising submission; for a class you do not
+#   trust, run the grader in a throw-away container.
+
+STATUSES = ("ok", "failed", "timeout", "crashed", "unreadable")
+NOBODY = "nobody"
+_CHANNEL_FD_ENV = "TTT4REC_GRADER_FD"   # not secret: the key is what makes a line count
+_PASS_ENV = ("TTT4REC_DATA_MIRRORS", "TTT4REC_DATA_DIR", "TTT4REC_QUICK", "PATH", "LANG", "LC_ALL", "TZ")
+
+
+class GradingError(ValueError):
+    """Bad grading input the instructor must fix (one line on the command line, exit status 2)."""
+
 
 @dataclass
-class Verdict:
-    notebook: str
-    exercise: str
+class Limits:
+    """What each submission may use. ``timeout``: wall-clock seconds for the whole notebook and its checks."""
+
+    timeout: float = 600.0
+    cpu_seconds: Optional[float] = None     # default: the timeout
+    memory_mb: int = 8192                   # address space (RLIMIT_AS) of every process of the submission
+    file_mb: int = 256                      # largest file it may write (RLIMIT_FSIZE), its printed output too
+
+    def validate(self) -> "Limits":
+        for name in ("timeout", "cpu_seconds", "memory_mb", "file_mb"):
+            value = getattr(self, name)
+            if value is None and name == "cpu_seconds":
+                continue
+            try:
+                ok = math.isfinite(float(value)) and float(value) > 0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                flag = "--" + name.replace("_", "-")
+                raise GradingError(f"{flag} must be a finite number > 0 (got {value!r}): a submission must "
+                                   "never run without a limit")
+        return self
+
+    @property
+    def cpu(self) -> float:
+        return float(self.cpu_seconds if self.cpu_seconds is not None else self.timeout)
+
+
+@dataclass
+class ExerciseVerdict:
+    label: str
     check: str
     passed: bool
     message: str
 
 
-def _output_text(output: dict) -> str:
-    if output.get("output_type") == "stream":
-        text = output.get("text", "")
-    elif output.get("output_type") in ("execute_result", "display_data"):
-        text = output.get("data", {}).get("text/plain", "")
+@dataclass
+class Submission:
+    """The outcome for one submitted file: ``status`` in :data:`STATUSES`, the reason, one verdict per exercise."""
+
+    name: str
+    status: str
+    reason: str = ""
+    chapter: Optional[int] = None
+    verdicts: List[ExerciseVerdict] = field(default_factory=list)
+    thinking: List[str] = field(default_factory=list)        # labels graded by hand
+    cell_errors: List[str] = field(default_factory=list)     # "cell 7: NameError: ..."
+    isolation: Dict[str, str] = field(default_factory=dict)  # what was enforced for this run
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> int:
+        return sum(v.passed for v in self.verdicts)
+
+
+def default_book_dir() -> Path:
+    """The book that belongs to the installed library: ``<repository>/book`` beside the ``ttt4rec_edu`` package."""
+    return Path(__file__).resolve().parents[1] / "book"
+
+
+def checks_source() -> Path:
+    """The source file the grader loads its own copy of the checks from."""
+    return Path(__file__).resolve().with_name("exercises.py")
+
+
+# ---------------------------------------------------------------------------------------------- the worker
+# Runs in the submission's own process (python -c "...; _worker()"), configured on stdin by the grader.
+
+def _libc():
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _unshare_network() -> str:
+    """A new, empty network namespace (only a loopback that is down): no connection leaves the process."""
+    import ctypes
+    clone_newnet, clone_newuser = 0x40000000, 0x10000000
+    libc = _libc()
+    uid, gid = os.getuid(), os.getgid()
+    flags = clone_newnet if os.geteuid() == 0 else clone_newnet | clone_newuser
+    if libc.unshare(flags) != 0:
+        return f"not cut (unshare failed: {os.strerror(ctypes.get_errno())})"
+    if flags & clone_newuser:    # an ordinary user: keep its own uid/gid inside the new user namespace
+        try:
+            Path("/proc/self/setgroups").write_text("deny")
+            Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+            Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+        except OSError:
+            pass
+    return "cut (own empty network namespace)"
+
+
+def _drop_privileges(uid: int, gid: int, keep_read: bool) -> None:
+    """Become ``uid``/``gid`` for good. With ``keep_read`` the process keeps one capability, CAP_DAC_READ_SEARCH
+    (read any file, enter any folder), for when the interpreter or the library lie where that user cannot read;
+    writing is still limited to what the user may write."""
+    import ctypes
+    libc = _libc()
+    pr_set_keepcaps, pr_set_no_new_privs, pr_cap_ambient, pr_cap_ambient_raise = 8, 38, 47, 2
+    cap_dac_read_search = 2
+    if keep_read:
+        libc.prctl(pr_set_keepcaps, 1, 0, 0, 0)
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if keep_read:
+        class Header(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        class Data(ctypes.Structure):
+            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                        ("inheritable", ctypes.c_uint32)]
+
+        header, data = Header(0x20080522, 0), (Data * 2)()
+        bit = 1 << cap_dac_read_search
+        data[0].effective = data[0].permitted = data[0].inheritable = bit
+        if libc.capset(ctypes.byref(header), data) != 0:
+            raise OSError(ctypes.get_errno(), "capset failed")
+        # ambient: programs the notebook starts (os.system, subprocess) can read the interpreter too
+        libc.prctl(pr_cap_ambient, pr_cap_ambient_raise, cap_dac_read_search, 0, 0)
+    libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0)        # no setuid program (su, sudo) can give root back
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise OSError("the privilege drop did not take")
+
+
+def _set_limits(limits: dict) -> None:
+    import resource
+    import signal
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = int(math.ceil(used.ru_utime + used.ru_stime + limits["cpu"]))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    memory = int(limits["memory_mb"]) * 2 ** 20
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    size = int(limits["file_mb"]) * 2 ** 20
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # a too-large write raises OSError instead of killing
+
+
+def _load_checks(path: str):
+    """A private copy of the checks, executed from the library's source file (not ``sys.modules``' module)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ttt4rec_edu._grader_checks", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # (dataclasses look their module up while the file runs)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]           # out of the student's easy reach
+    return module
+
+
+def _worker() -> None:   # pragma: no cover - runs in the child process (tests drive it through grade_submission)
+    import hashlib
+    import hmac
+    import io
+    import contextlib
+    import traceback
+
+    config = json.loads(sys.stdin.read())
+    key = bytes.fromhex(config.pop("key"))
+    fd = int(os.environ.pop(_CHANNEL_FD_ENV))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)                                   # input() must not wait for the grader
+
+    def send(**event) -> None:
+        line = json.dumps(event, ensure_ascii=True)
+        mac = hmac.new(key, line.encode(), hashlib.sha256).hexdigest()
+        os.write(fd, f"{line}\t{mac}\n".encode())
+
+    setup = {"network": _unshare_network() if config["cut_network"] else "not cut (--allow-network)"}
+    import numpy  # noqa: F401  (loaded before any student code, like everything the checks use)
+    import pandas  # noqa: F401
+    import torch  # noqa: F401
+    checks = _load_checks(config["checks"])
+    for node in ast.walk(ast.parse(Path(config["checks"]).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            __import__(f"ttt4rec_edu.{node.module}")      # the checks' lazy imports, loaded now
+    library = {name: (mod, dict(vars(mod))) for name, mod in sys.modules.items()
+               if name == "ttt4rec_edu" or name.startswith("ttt4rec_edu.")}
+    library[""] = (checks, dict(vars(checks)))
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+    ipython_config = Config()
+    ipython_config.HistoryManager.enabled = False
+    shell = InteractiveShell.instance(config=ipython_config)
+    _set_limits(config["limits"])
+    setup["limits"] = (f"wall clock {config['limits']['timeout']:g} s, CPU {config['limits']['cpu']:g} s, "
+                       f"memory {config['limits']['memory_mb']} MiB, files {config['limits']['file_mb']} MiB")
+    if config.get("user"):
+        user = config["user"]
+        _drop_privileges(user["uid"], user["gid"], user["keep_read"])
+        setup["user"] = (f"{user['name']} (uid {user['uid']})" +
+                         (", may read every file (CAP_DAC_READ_SEARCH: the interpreter or the library is not "
+                          f"readable by {user['name']})" if user["keep_read"] else ""))
     else:
-        return ""
-    return "".join(text) if isinstance(text, list) else text
+        setup["user"] = f"uid {os.getuid()} (the grader's own user)"
+    send(event="setup", **setup)
 
+    for index, source in config["cells"]:
+        send(event="cell", index=index)
+        result = shell.run_cell(source, store_history=False, silent=False)
+        error = result.error_in_exec or result.error_before_exec
+        if error is not None:
+            send(event="error", index=index, error=f"{type(error).__name__}: {str(error)[:300]}")
+        sys.stdout.flush()
 
-def parse_check_lines(text: str) -> List[Tuple[str, bool, str]]:
-    """``(check, passed, message)`` for every ``✓ check_x: …`` / ``✗ check_x: …`` verdict printed in ``text``.
-
-    A verdict's message continues on the following indented lines (the ``  Hint: …`` of a failed check).
-    """
-    found: List[List] = []
-    for line in text.splitlines():
-        match = RESULT_LINE.match(line)
-        if match:
-            found.append([match.group("check"), match.group("mark") == "✓", match.group("message")])
-        elif found and line.startswith((" ", "\t")) and line.strip():
-            found[-1][2] += "\n" + line.strip()
-        elif found and not line.strip():
+    for name, (mod, namespace) in library.items():      # undo any monkeypatching of the library
+        if name:
+            sys.modules[name] = mod
+        vars(mod).clear()
+        vars(mod).update(namespace)
+    os.environ[checks.STRICT_ENV] = "0"
+    for ex in config["exercises"]:
+        send(event="check", label=ex["label"])
+        fn = shell.user_ns.get(ex["function"])
+        if fn is None or not callable(fn):
+            found = "is not defined" if fn is None else f"is a {type(fn).__name__}, not a function"
+            send(event="verdict", label=ex["label"], check=ex["check"], passed=False,
+                 message=f"`{ex['function']}` {found} after the last cell (the answer defines it)")
             continue
-    return [tuple(f) for f in found]
+        buffer = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buffer):
+                result = getattr(checks, ex["check"])(fn)
+            if type(result) is not checks.ExerciseResult:
+                raise TypeError(f"the check returned {type(result).__name__}")
+            passed, message = result.passed is True, str(result.message)
+        except BaseException as exc:   # noqa: BLE001 - anything the student's function does ends in a verdict
+            passed = False
+            message = f"the check could not run: {type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        send(event="verdict", label=ex["label"], check=ex["check"], passed=passed, message=message)
+    send(event="done")
+    sys.stdout.flush()
+    os._exit(0)
 
 
-def _cell_error(cell: dict) -> Optional[str]:
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            return f"{output.get('ename')}: {output.get('evalue')}"
-    return None
+_WORKER_BOOT = "from ttt4rec_edu.instructor import _worker; _worker()"
 
 
-def verdicts_from_notebook(nb: dict, name: str, failure: Optional[str] = None) -> List[Verdict]:
-    """Read the verdicts out of an executed notebook.
+# ---------------------------------------------------------------------------------------------- the grader
 
-    Only the answer cells count (tagged ``answer`` by :func:`student_notebook`), so the chapter's own
-    demonstrations of failing checks are not graded; a notebook without answer tags is read whole. Every answer
-    cell that should have called a check but printed no verdict gives a failed row saying why (the error it
-    raised, or ``failure`` — e.g. a timeout — when it never ran).
+def _read_submission(path: Path) -> dict:
+    """The notebook as nbformat 4, or :class:`GradingError` with a one-line reason."""
+    if path.suffix != ".ipynb":
+        raise GradingError(f"not a notebook ({path.suffix or 'no extension'})")
+    try:
+        import nbformat
+        nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    except UnicodeDecodeError:
+        raise GradingError("not a text file (not UTF-8)") from None
+    except Exception as exc:   # nbformat raises several types for broken JSON / schema
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise GradingError(f"not a readable notebook ({type(exc).__name__}: {first.split(': ')[0][:200]})") \
+            from None
+    if not isinstance(nb.get("cells"), list):
+        raise GradingError("not a readable notebook (no list of cells)")
+    return nb
+
+
+def _chapter_of(nb: dict, book_dir: Path, chapter: Optional[int]) -> int:
+    if chapter is not None:
+        return chapter
+    meta = nb.get("metadata", {}).get("ttt4rec", {})
+    if isinstance(meta, dict) and isinstance(meta.get("chapter"), int):
+        return meta["chapter"]
+    labels = {c.get("metadata", {}).get("ttt4rec", {}).get("exercise") for c in nb["cells"]}
+    by_label = {row["label"]: row["chapter"] for row in exercise_index(book_dir)}
+    found = {by_label[label] for label in labels if label in by_label}
+    if len(found) == 1:
+        return found.pop()
+    raise GradingError("cannot tell which chapter this notebook answers (no exported metadata, no answer "
+                       "cells): pass --chapter")
+
+
+def _resolve_user(allow_root: bool) -> Optional[dict]:
+    """``None`` to run as the grader's own user; the unprivileged user's ids when the grader is root."""
+    if os.geteuid() != 0:
+        return None
+    if allow_root:
+        return None
+    import pwd
+    try:
+        entry = pwd.getpwnam(NOBODY)
+    except KeyError:
+        raise GradingError(f"the grader runs as root and there is no user {NOBODY!r} to run submissions as; "
+                           "create it, run as an ordinary user, or pass --allow-root (student code then runs "
+                           "as root)") from None
+    import subprocess
+    try:     # can that user run this interpreter and import the library?
+        probe = subprocess.run([sys.executable, "-c", "import ttt4rec_edu.exercises"], user=entry.pw_uid,
+                               group=entry.pw_gid, extra_groups=[], cwd="/", capture_output=True,
+                               env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])}, timeout=300)
+        readable = probe.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        readable = False
+    return {"name": NOBODY, "uid": entry.pw_uid, "gid": entry.pw_gid, "keep_read": not readable}
+
+
+def _worker_env(home: Path) -> Dict[str, str]:
+    env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    env.update({"HOME": str(home), "IPYTHONDIR": str(home / ".ipython"), "MPLCONFIGDIR": str(home / ".mpl"),
+                "XDG_CACHE_HOME": str(home / ".cache"), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                "TTT4REC_QUICK": os.environ.get("TTT4REC_QUICK", "1"), "TTT4REC_STRICT_CHECKS": "0",
+                "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    return env
+
+
+def _read_channel(path: Path, key: bytes) -> Tuple[List[dict], int]:
+    import hashlib
+    import hmac
+    events, forged = [], 0
+    for raw in path.read_bytes().splitlines():
+        line, _, mac = raw.decode("utf-8", "replace").rpartition("\t")
+        good = hmac.new(key, line.encode(), hashlib.sha256).hexdigest()
+        if line and hmac.compare_digest(mac, good):
+            events.append(json.loads(line))
+        else:
+            forged += 1
+    return events, forged
+
+
+def grade_submission(path: Path, book_dir: Optional[Path] = None, limits: Optional[Limits] = None,
+                     chapter: Optional[int] = None, workdir: Optional[Path] = None, allow_root: bool = False,
+                     cut_network: bool = True, log_path: Optional[Path] = None,
+                     user: Optional[dict] = "auto") -> Submission:  # type: ignore[assignment]
+    """Run one submitted file in its own process and temporary folder and grade it; never raises for a bad file.
+
+    Every code cell of the notebook runs in order (an error in a cell is recorded and the next cell runs); then
+    the grader's own copy of each coding exercise's check is called on the student's function (the name comes
+    from the book's exercise, not from the submission). ``workdir``: a folder copied into the temporary folder
+    (default: the book's ``results/``, which chapters 9 and 10 read).
     """
-    cells = nb.get("cells", [])
-    tagged = [c for c in cells if ANSWER_TAG in c.get("metadata", {}).get("tags", [])]
-    verdicts: List[Verdict] = []
-    for cell in tagged or [c for c in cells if c["cell_type"] == "code"]:
-        if cell["cell_type"] != "code":
-            continue
-        info = cell.get("metadata", {}).get("ttt4rec", {})
-        text = "".join(_output_text(o) for o in cell.get("outputs", []))
-        results = parse_check_lines(text)
-        for check, passed, message in results:
-            verdicts.append(Verdict(name, info.get("exercise", ""), check, passed, message))
-        expected = info.get("check")
-        if expected and not any(check == expected for check, _, _ in results):
-            error = _cell_error(cell)
-            if error:
-                reason = f"the answer cell raised {error}"
-            elif cell.get("execution_count") is None:
-                reason = failure or "the answer cell did not run"
-            else:
-                reason = f"the answer cell ran but never called {expected}"
-            verdicts.append(Verdict(name, info.get("exercise", ""), expected, False, reason))
-    return verdicts
-
-
-def grade_notebook(path: Path, timeout: float = 600.0, workdir: Optional[Path] = None) -> List[Verdict]:
-    """Execute one submission (quick mode, checks not strict, errors allowed) and collect its verdicts."""
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    import secrets
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    import time
 
     path = Path(path)
-    nb = nbformat.read(str(path), as_version=4)
-    env_before = {k: os.environ.get(k) for k in ("TTT4REC_QUICK", "TTT4REC_STRICT_CHECKS")}
-    os.environ.setdefault("TTT4REC_QUICK", "1")
-    os.environ["TTT4REC_STRICT_CHECKS"] = "0"      # a failing check prints ✗; it must not stop the notebook
-    failure = None
+    book_dir = Path(book_dir) if book_dir is not None else default_book_dir()
+    limits = (limits or Limits()).validate()
+    if user == "auto":
+        user = _resolve_user(allow_root)
     try:
-        client = NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3",
-                                resources={"metadata": {"path": str(workdir or path.parent)}})
-        client.execute()
-    except CellTimeoutError:
-        failure = f"not reached: a cell ran longer than the timeout ({timeout:g} s)"
-    except DeadKernelError as exc:
-        failure = f"not reached: the kernel died ({exc})"
+        nb = _read_submission(path)
+        chapter = _chapter_of(nb, book_dir, chapter)
+        exercises = read_exercises(find_chapter(book_dir, chapter))
+    except (GradingError, FileNotFoundError) as exc:
+        return Submission(path.name, "unreadable", str(exc), chapter)
+    coding = [ex for ex in exercises if ex.check and ex.student_function]
+    sub = Submission(path.name, "failed", chapter=chapter, thinking=[ex.label for ex in exercises if not ex.check])
+    cells = [(i, _source(c)) for i, c in enumerate(nb["cells"]) if c.get("cell_type") == "code"]
+    answer_of = {i: c.get("metadata", {}).get("ttt4rec", {}).get("exercise") for i, c in enumerate(nb["cells"])}
+
+    private = Path(tempfile.mkdtemp(prefix="ttt4rec-grader-"))          # the grader's: log and channel
+    work = Path(tempfile.mkdtemp(prefix="ttt4rec-submission-"))        # the submission's own copy
+    key = secrets.token_bytes(32)
+    start = time.monotonic()
+    try:
+        shutil.copy2(path, work / "submission.ipynb")
+        source = Path(workdir) if workdir is not None else book_dir / "results"
+        if source.is_dir():
+            shutil.copytree(source, work / source.name, symlinks=False)
+        if user:
+            for root, dirs, files in os.walk(work):
+                for name in [root] + [os.path.join(root, n) for n in dirs + files]:
+                    os.chown(name, user["uid"], user["gid"])
+        os.chmod(work, 0o700)
+        channel = private / "channel"
+        log = private / "output.log"
+        channel_fd = os.open(channel, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        env = _worker_env(work)
+        env[_CHANNEL_FD_ENV] = str(channel_fd)
+        config = {"key": key.hex(), "cut_network": cut_network, "checks": str(checks_source()), "user": user,
+                  "limits": {"timeout": limits.timeout, "cpu": limits.cpu, "memory_mb": int(limits.memory_mb),
+                             "file_mb": int(limits.file_mb)},
+                  "cells": cells,
+                  "exercises": [{"label": ex.label, "check": ex.check, "function": ex.student_function}
+                                for ex in coding]}
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER_BOOT], stdin=subprocess.PIPE, stdout=log_fd,
+                                stderr=subprocess.STDOUT, pass_fds=(channel_fd,), cwd=work, env=env,
+                                start_new_session=True)
+        os.close(channel_fd)
+        os.close(log_fd)
+        timed_out = False
+        try:
+            proc.stdin.write(json.dumps(config).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            proc.wait(timeout=limits.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)              # the notebook and whatever it started in its group
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+        sub.seconds = time.monotonic() - start
+        events, forged = _read_channel(channel, key)
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 4000))
+            log_tail = fh.read().decode("utf-8", "replace")
+        if log_path is not None:
+            data = log.read_bytes()
+            tail = data[-200_000:]
+            Path(log_path).write_bytes(
+                (b"[... output cut ...]\n" if len(data) > len(tail) else b"") + tail)
     finally:
-        for key, value in env_before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return verdicts_from_notebook(nb, path.name, failure)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
+
+    where, verdicts, done = "before the first cell", {}, False
+    for event in events:
+        kind = event.get("event")
+        if kind == "setup":
+            sub.isolation = {k: str(v) for k, v in event.items() if k != "event"}
+        elif kind == "cell":
+            label = answer_of.get(event["index"])
+            where = f"in cell {event['index']}" + (f" (the answer to {label})" if label else "")
+        elif kind == "error":
+            sub.cell_errors.append(f"cell {event['index']}: {event['error']}")
+        elif kind == "check":
+            where = f"while checking {event['label']}"
+        elif kind == "verdict" and event["label"] not in verdicts:
+            verdicts[event["label"]] = ExerciseVerdict(event["label"], event["check"], bool(event["passed"]),
+                                                       str(event["message"]))
+        elif kind == "done":
+            done = True
+    if forged:
+        sub.cell_errors.append(f"{forged} line(s) on the grader's channel had no valid signature and were ignored")
+    if timed_out:
+        sub.status, sub.reason = "timeout", f"ran past the {limits.timeout:g} s limit {where}"
+    elif not done:
+        code = proc.returncode
+        if code is not None and code < 0:
+            sig = signal.Signals(-code)
+            why = {signal.SIGXCPU: f" (the CPU-time limit, {limits.cpu:g} s)",
+                   signal.SIGKILL: " (killed: out of memory?)", signal.SIGSEGV: " (a segmentation fault)"}
+            ended = f"was killed by {sig.name}{why.get(sig, '')}"
+        else:
+            ended = f"exited with status {code}"
+        last = [line for line in log_tail.splitlines() if line.strip()][-1:]
+        sub.status, sub.reason = "crashed", f"the notebook's process {ended} {where}" + (
+            f" (its last output: {last[0].strip()[:200]})" if last else "")
+    for ex in coding:
+        sub.verdicts.append(verdicts.get(ex.label) or ExerciseVerdict(
+            ex.label, ex.check, False, f"not graded: the run stopped ({sub.status}) {where}"))
+    if sub.status == "failed":           # ran to the end
+        failed = [v.label for v in sub.verdicts if not v.passed]
+        sub.status = "failed" if failed else "ok"
+        sub.reason = (f"{len(failed)} of {len(sub.verdicts)} checks failed: {', '.join(failed)}" if failed
+                      else f"all {len(sub.verdicts)} checks passed")
+    return sub
 
 
-def grade_folder(submissions: Path, out_csv: Path, timeout: float = 600.0,
-                 workdir: Optional[Path] = None) -> List[Verdict]:
-    """Grade every ``*.ipynb`` under ``submissions``; write ``out_csv`` (notebook, exercise, check, passed, message)."""
-    paths = sorted(p for p in Path(submissions).rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    if not paths:
-        raise FileNotFoundError(f"no .ipynb files under {submissions}")
-    verdicts: List[Verdict] = []
-    for path in paths:
-        verdicts.extend(grade_notebook(path, timeout, workdir))
+def submission_files(folder: Path) -> List[Path]:
+    """Every file of a submissions folder (recursively), hidden files and notebook checkpoints left out."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _report_markdown(sub: Submission, coding: Sequence[Exercise] = ()) -> str:
+    lines = [f"# Grading report: {sub.name}", "",
+             f"- chapter: {sub.chapter if sub.chapter is not None else 'unknown'}",
+             f"- status: **{sub.status}** — {sub.reason}",
+             f"- checks passed: {sub.passed} / {len(sub.verdicts)}", f"- run time: {sub.seconds:.1f} s", ""]
+    if sub.verdicts:
+        lines += ["## Coding exercises", "", "| Exercise | Check | Result |", "|---|---|---|"]
+        for v in sub.verdicts:
+            lines.append(f"| {v.label} | `{v.check}` | {'✓ passed' if v.passed else '✗ failed'} |")
+        lines.append("")
+        for v in sub.verdicts:
+            if not v.passed:
+                lines += [f"### {v.label}", "", "```text", v.message, "```", ""]
+    if sub.thinking:
+        lines += ["## Thinking exercises (read by hand)", ""] + [f"- {label}" for label in sub.thinking] + [""]
+    if sub.cell_errors:
+        lines += ["## Cells that raised an error", ""] + [f"- {e}" for e in sub.cell_errors] + [""]
+    if sub.isolation:
+        lines += ["## How it ran", ""] + [f"- {k}: {v}" for k, v in sub.isolation.items()] + [""]
+    return "\n".join(lines)
+
+
+def gradescope_results(sub: Submission) -> dict:
+    """The submission in Gradescope's autograder ``results.json`` format (one test per coding exercise)."""
+    tests = [{"name": f"{v.label} ({v.check})", "score": 1.0 if v.passed else 0.0, "max_score": 1.0,
+              "status": "passed" if v.passed else "failed", "output": v.message} for v in sub.verdicts]
+    return {"score": float(sub.passed), "execution_time": round(sub.seconds, 1),
+            "output": f"{sub.status}: {sub.reason}" + (
+                f"\nThinking exercises are graded by hand: {', '.join(sub.thinking)}" if sub.thinking else ""),
+            "tests": tests, "visibility": "visible", "stdout_visibility": "hidden"}
+
+
+def grade_folder(submissions: Path, out_csv: Path, limits: Optional[Limits] = None,
+                 book_dir: Optional[Path] = None, chapter: Optional[int] = None, workdir: Optional[Path] = None,
+                 allow_root: bool = False, cut_network: bool = True,
+                 progress=None) -> List[Submission]:
+    """Grade every file under ``submissions``, one after the other, each in its own process.
+
+    Writes ``out_csv`` (one row per file: submission, chapter, status, passed, checks, reason, then one column
+    per coding exercise: ``pass`` / ``fail``), and beside it a folder ``<stem>_reports/`` with, per submission,
+    a markdown report, a Gradescope-style ``results.json`` and the notebook's printed output; when the folder
+    holds a single submission, also ``results.json`` beside the CSV (what a Gradescope autograder returns).
+    """
+    files = submission_files(submissions)
+    if not files:
+        raise GradingError(f"no files to grade under {submissions}")
+    limits = (limits or Limits()).validate()
+    user = _resolve_user(allow_root)
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    reports = out_csv.with_name(f"{out_csv.stem}_reports")
+    reports.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in files:
+        stem = str(path.relative_to(submissions).with_suffix("")).replace(os.sep, "__")
+        sub = grade_submission(path, book_dir, limits, chapter, workdir, allow_root, cut_network,
+                               log_path=reports / f"{stem}.log", user=user)
+        sub.name = str(path.relative_to(submissions))
+        (reports / f"{stem}.md").write_text(_report_markdown(sub) + "\n", encoding="utf-8")
+        (reports / f"{stem}.results.json").write_text(json.dumps(gradescope_results(sub), indent=1,
+                                                                 ensure_ascii=False) + "\n", encoding="utf-8")
+        results.append(sub)
+        if progress:
+            progress(sub)
+    labels: List[str] = []
+    for sub in results:
+        labels += [v.label for v in sub.verdicts if v.label not in labels]
     with out_csv.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["notebook", "exercise", "check", "passed", "message"])
-        for v in verdicts:
-            writer.writerow([v.notebook, v.exercise, v.check, v.passed, v.message])
-    return verdicts
+        writer.writerow(["submission", "chapter", "status", "passed", "checks", "reason"] + labels)
+        for sub in results:
+            marks = {v.label: "pass" if v.passed else "fail" for v in sub.verdicts}
+            writer.writerow([sub.name, "" if sub.chapter is None else sub.chapter, sub.status, sub.passed,
+                             len(sub.verdicts), sub.reason] + [marks.get(label, "") for label in labels])
+    if len(results) == 1:
+        (out_csv.parent / "results.json").write_text(json.dumps(gradescope_results(results[0]), indent=1,
+                                                                ensure_ascii=False) + "\n", encoding="utf-8")
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Command line: python -m ttt4rec_edu.exercises {index,export,grade}
 # ----------------------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """Misuse ends in one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:   # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}: a submission must never "
+                                         "run without a limit")
+    return value
+
+
+def _book_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--book", type=Path, default=None,
+                        help=f"the book's folder (default: the one beside the installed library, "
+                             f"{default_book_dir()})")
+
+
+def _book(args) -> Path:
+    book = args.book if args.book is not None else default_book_dir()
+    if not book.is_dir():
+        raise GradingError(f"no book folder at {book}" + ("" if args.book else " (beside the installed library): "
+                                                          "pass --book"))
+    if not chapter_paths(book):
+        raise GradingError(f"{book} holds no chapters (NN_*.ipynb)")
+    return book
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ttt4rec_edu.exercises",
-                                     description="Instructor tools: exercise index, student notebooks, grading.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m ttt4rec_edu.exercises",
+                     description="Instructor tools: exercise index, student notebooks, grading.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_index = sub.add_parser("index", help="regenerate the generated blocks of the instructor guide in place")
-    p_index.add_argument("--book", type=Path, default=Path("book"))
+    _book_arg(p_index)
     p_index.add_argument("--page", type=Path, default=None, help="default: <book>/instructor.md")
     p_index.add_argument("--check", action="store_true", help="only report whether the page is up to date")
     p_export = sub.add_parser("export", help="write a chapter's student and solutions notebooks")
     p_export.add_argument("--chapter", type=int, required=True)
-    p_export.add_argument("--out", type=Path, required=True)
-    p_export.add_argument("--book", type=Path, default=Path("book"))
-    p_grade = sub.add_parser("grade", help="run submitted notebooks and tabulate their check_* verdicts")
-    p_grade.add_argument("--submissions", type=Path, required=True)
-    p_grade.add_argument("--out", type=Path, required=True)
-    p_grade.add_argument("--timeout", type=float, default=600.0, help="seconds per cell (default 600)")
+    p_export.add_argument("--out", type=Path, required=True, help="a folder (created if missing)")
+    _book_arg(p_export)
+    p_grade = sub.add_parser("grade", help="run every submitted notebook in isolation and grade its exercises")
+    p_grade.add_argument("--submissions", type=Path, required=True, help="a folder of submitted files")
+    p_grade.add_argument("--out", type=Path, required=True, help="the CSV to write (reports go beside it)")
+    p_grade.add_argument("--chapter", type=int, default=None,
+                         help="the chapter assigned (default: read from each notebook's export metadata)")
+    _book_arg(p_grade)
+    p_grade.add_argument("--timeout", type=_positive, default=600.0,
+                         help="wall-clock seconds per submission, > 0 (default 600)")
+    p_grade.add_argument("--cpu-seconds", type=_positive, default=None, help="CPU seconds (default: the timeout)")
+    p_grade.add_argument("--memory-mb", type=_positive, default=8192, help="address space, MiB (default 8192)")
+    p_grade.add_argument("--file-mb", type=_positive, default=256, help="largest file written, MiB (default 256)")
     p_grade.add_argument("--workdir", type=Path, default=None,
-                         help="folder the notebooks run in (default: each notebook's own folder)")
+                         help="a folder copied into each submission's temporary folder (default: <book>/results)")
+    p_grade.add_argument("--allow-root", action="store_true",
+                         help="when run as root, run submissions as root too (default: as user 'nobody')")
+    p_grade.add_argument("--allow-network", action="store_true",
+                         help="do not cut the submissions off the network")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (GradingError, ExerciseMarkupError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
+
+def _run(args) -> int:
+    book = _book(args)
     if args.command == "index":
-        page = args.page or args.book / "instructor.md"
+        page = args.page or book / "instructor.md"
+        if not page.is_file():
+            raise GradingError(f"no instructor page at {page}")
         old = page.read_text(encoding="utf-8")
-        new = render_instructor_page(old, args.book, page)
+        new = render_instructor_page(old, book, page)
         if args.check:
             if new != old:
                 print(f"{page} is out of date: run `python -m ttt4rec_edu.exercises index`", file=sys.stderr)
@@ -636,20 +1144,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         if new != old:
             page.write_text(new, encoding="utf-8")
-        print(f"{page}: {len(exercise_index(args.book))} exercises in {len(chapter_paths(args.book))} chapters"
+        print(f"{page}: {len(exercise_index(book))} exercises in {len(chapter_paths(book))} chapters"
               f"{'' if new != old else ' (unchanged)'}")
         return 0
     if args.command == "export":
-        student, solutions = export_chapter(args.book, args.chapter, args.out)
+        if args.out.exists() and not args.out.is_dir():
+            raise GradingError(f"--out {args.out} is a file; name a folder")
+        find_chapter(book, args.chapter)
+        student, solutions = export_chapter(book, args.chapter, args.out)
         print(f"wrote {student}\nwrote {solutions}")
         return 0
-    verdicts = grade_folder(args.submissions, args.out, args.timeout, args.workdir)
-    per_notebook: Dict[str, List[Verdict]] = {}
-    for v in verdicts:
-        per_notebook.setdefault(v.notebook, []).append(v)
-    width = max(len(n) for n in per_notebook) if per_notebook else 8
-    print(f"{'notebook':<{width}}  passed / checks")
-    for name, rows in per_notebook.items():
-        print(f"{name:<{width}}  {sum(r.passed for r in rows):>6} / {len(rows)}")
-    print(f"wrote {args.out}")
+    if not args.submissions.is_dir():
+        raise GradingError(f"--submissions {args.submissions} is not a folder")
+    if args.out.is_dir():
+        raise GradingError(f"--out {args.out} is a folder; name the CSV file to write")
+    if args.chapter is not None:
+        find_chapter(book, args.chapter)
+    if args.workdir is not None and not args.workdir.is_dir():
+        raise GradingError(f"--workdir {args.workdir} is not a folder")
+    limits = Limits(args.timeout, args.cpu_seconds, int(args.memory_mb), int(args.file_mb)).validate()
+    width, printed = 28, []
+
+    def progress(s: Submission) -> None:
+        if not printed:
+            printed.append(True)
+            print(f"{'submission':<{width}}  {'status':<10}  passed   reason")
+        print(f"{s.name[:width]:<{width}}  {s.status:<10}  {s.passed:>2} / {len(s.verdicts):<2}  {s.reason}",
+              flush=True)
+
+    grade_folder(args.submissions, args.out, limits, book, args.chapter, args.workdir, args.allow_root,
+                 not args.allow_network, progress)
+    print(f"wrote {args.out} and {args.out.with_name(args.out.stem + '_reports')}/")
     return 0
