@@ -1,0 +1,102 @@
+"""ttt4rec_edu.gpu_results: the newest GPU results file is found (tiny smoke runs never), and the estimates are
+recalibrated from its measured samples/s. The file here is fake and says so; nothing in it was measured."""
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from ttt4rec_edu.gpu_results import (GpuResultsError, calibration, describe, headline_table, load_gpu_results,
+                                     measured_epochs, newest_gpu_results, part_status, recalibrate)
+
+FAKE_DEVICE = "FAKE TEST GPU (written by tests/test_gpu_results.py, nothing measured)"
+
+
+def fake_doc(date="2001-02-03", started="2001-02-03T10:00:00+00:00", tiny=False, sasrec_rate=20000.0):
+    parts = {k: {"title": k, "status": "ok", "reason": None, "elapsed_s": 1.0, "result": {}} for k in "abcde"}
+    parts["c"]["result"] = {"batch_size": 2048, "data": {"name": "fake"}, "epochs": [
+        {"variant": "sasrec", "model": "sasrec", "options": {}, "train_samples": 50000,
+         "epoch_s": 50000 / sasrec_rate, "train_samples_per_s": sasrec_rate, "eval_samples_per_s": 1e5,
+         "peak_memory_mib": 900.0},
+        {"variant": "ttt4rec-transformer-mlp", "model": "ttt4rec",
+         "options": {"backbone": "transformer", "inner": "mlp"}, "train_samples": 50000, "epoch_s": 10.0,
+         "train_samples_per_s": 5000.0, "eval_samples_per_s": 5e4, "peak_memory_mib": 1500.0},
+        {"variant": "pop", "model": "pop", "options": {}, "note": "no trainable parameters: evaluation only",
+         "eval_samples_per_s": 1e6}]}
+    parts["d"].update(status="skipped", reason="fake: not run")
+    return {"schema": 1, "kind": "ttt4rec_edu gpu_check", "tiny": tiny, "date": date, "started_at": started,
+            "command": "fake (tests/test_gpu_results.py)", "deadline_s": 420.0,
+            "device": {"type": "cuda", "name": FAKE_DEVICE, "slug": "fake"},
+            "environment": {"torch": "0.0-fake"}, "settings": {}, "parts": parts,
+            "headline": [{"key": "ttt_vs_sasrec_epoch", "figure": "TTT4Rec epoch / SASRec epoch", "value": 4.0,
+                          "goal": "<= 2", "met": False, "how": "fake"}]}
+
+
+def write(folder, name, doc):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(doc))
+
+
+def test_no_folder_or_no_file_means_nothing_measured(tmp_path):
+    assert newest_gpu_results(tmp_path / "missing") is None
+    (tmp_path / "empty").mkdir()
+    assert newest_gpu_results(tmp_path / "empty") is None
+
+
+def test_newest_file_wins_and_tiny_runs_are_ignored(tmp_path):
+    write(tmp_path, "2001-02-03-fake.json", fake_doc())
+    write(tmp_path, "2001-03-01-fake.json", fake_doc("2001-03-01", "2001-03-01T09:00:00+00:00", sasrec_rate=1e4))
+    write(tmp_path, "2009-01-01-cpu-tiny.json", fake_doc("2009-01-01", "2009-01-01T00:00:00+00:00", tiny=True))
+    newest = newest_gpu_results(tmp_path)
+    assert newest["date"] == "2001-03-01" and newest["path"].endswith("2001-03-01-fake.json")
+    assert FAKE_DEVICE in describe(newest) and "2001-03-01" in describe(newest)
+    assert list(part_status(newest)["status"]) == ["ok", "ok", "ok", "skipped", "ok"]
+    assert headline_table(newest)["measured ratio"].tolist() == [4.0]
+
+
+def test_a_broken_file_is_an_error_naming_it(tmp_path):
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(GpuResultsError, match="x.json"):
+        newest_gpu_results(tmp_path)
+    (tmp_path / "x.json").write_text(json.dumps({"kind": "something else"}))
+    with pytest.raises(GpuResultsError, match="not a results file"):
+        load_gpu_results(tmp_path / "x.json")
+
+
+def test_calibration_and_recalibration_arithmetic(tmp_path):
+    doc = fake_doc()
+    epochs = measured_epochs(doc)
+    assert list(epochs.index) == ["sasrec", "ttt4rec-transformer-mlp"]      # pop trains nothing
+    # 0.5 GFLOP per SASRec sample at 20,000 samples/s = 10 TFLOP/s reached: exactly the assumption
+    # 2 GFLOP per TTT4Rec sample at 5,000 samples/s = 10 TFLOP/s too; with an assumed 40 both are 4x off
+    calib = calibration(doc, train_gflop={"sasrec": 0.5, "ttt4rec-transformer-mlp": 2.0}, assumed_tflops=10.0)
+    assert calib.loc["sasrec", "achieved_tflops"] == pytest.approx(10.0)
+    assert calib.loc["sasrec", "off_by"] == pytest.approx(1.0)
+    assert calib.loc["sasrec", "estimate_epoch_s"] == pytest.approx(50000 * 0.5e9 / 10e12)
+    calib = calibration(doc, train_gflop={"sasrec": 0.5, "ttt4rec-transformer-mlp": 2.0}, assumed_tflops=40.0)
+    assert calib["off_by"].tolist() == pytest.approx([4.0, 4.0])
+    assert calib.loc["ttt4rec-transformer-mlp", "measured_epoch_s"] == 10.0
+    assert FAKE_DEVICE in calib.attrs["measured_on"]
+    estimate = pd.DataFrame({"model": ["sasrec", "ttt4rec-transformer-mlp", "bert4rec"],
+                             "estimate_gpu_hours_all_seeds": [1.0, 2.0, 3.0]})
+    out = recalibrate(estimate, calib)
+    assert out["recalibrated_gpu_hours_all_seeds"].tolist()[:2] == pytest.approx([4.0, 8.0])
+    assert math.isnan(out.loc[2, "recalibrated_gpu_hours_all_seeds"])        # BERT4Rec was not measured
+    assert FAKE_DEVICE in out.attrs["measured_on"]
+
+
+def test_calibration_counts_the_flops_with_estimate_costs():
+    """Without given FLOPs the calibration counts them (estimate_costs' Beauty cells), consistent with the
+    estimate: the estimated epoch time is samples × FLOPs per sample / assumed throughput."""
+    from ttt4rec_edu.experiments import ESTIMATE_GPU_TFLOPS, Experiment, estimate_costs
+
+    doc = fake_doc()
+    doc["parts"]["c"]["result"]["epochs"] = doc["parts"]["c"]["result"]["epochs"][:1]   # SASRec only
+    calib = calibration(doc)
+    cell = estimate_costs("beauty", experiments=[Experiment("beauty", "amazon-beauty", "3:2:5", "sasrec")],
+                          measure_cpu=False)
+    per_sample = float(cell["estimate_train_gflop_per_sample"].iloc[0])
+    assert calib.loc["sasrec", "estimate_train_gflop_per_sample"] == pytest.approx(per_sample)
+    assert calib.loc["sasrec", "estimate_epoch_s"] == pytest.approx(50000 * per_sample * 1e9
+                                                                    / (ESTIMATE_GPU_TFLOPS * 1e12))
+    assert calib.loc["sasrec", "off_by"] == pytest.approx(2.5 / calib.loc["sasrec", "estimate_epoch_s"])
