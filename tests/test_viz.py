@@ -136,3 +136,125 @@ def test_explorer_has_its_controls_and_one_frame_per_user_head_position(model, t
     assert [len(links_from(s, "value")) for s in explorer.sliders] == [2, 2]
     assert all(isinstance(link, widgets.widget_link.Link) for link in explorer.links) and len(explorer.links) == 1 + 2 + 4
     assert 0 < explorer.state_bytes < 2 * (L + 5) * 6000               # small frames (palette PNGs)
+
+
+# --- reading the library's code in the book (chapter 4) and the two pictures (chapters 4 and 5) --------------
+
+def test_fold_code_keeps_every_token_and_fits_the_page():
+    import ast
+    import inspect
+
+    from ttt4rec_edu import exercises, ttt
+    for module in (ttt, exercises, viz):
+        source = inspect.getsource(module)
+        folded = viz.fold_code(source, width=88)
+        assert ast.dump(ast.parse(folded)) == ast.dump(ast.parse(source)), module.__name__
+        before = sum(len(line) > 88 for line in source.split("\n"))
+        after = sum(len(line) > 88 for line in folded.split("\n"))
+        assert after < before, module.__name__
+    # code lines (not strings) of the dual form all fit once folded
+    walk = viz.source_lines(ttt.TTTLayer.dual, "def run_chunk", "return u, new_params")
+    assert max(len(line) for line in walk.split("\n")) <= 88
+    # a trailing comment moves above its line; a long call breaks after a comma inside its brackets
+    line = "    value = compute(alpha_parameter, beta_parameter, gamma_parameter)  # a long comment here"
+    assert viz.fold_code(line, 80).split("\n") == [
+        "    # a long comment here", "    value = compute(alpha_parameter, beta_parameter, gamma_parameter)"]
+    broken = viz.fold_code("x = f(aaaaaaaa, bbbbbbbb, cccccccc, dddddddd)", 30).split("\n")
+    assert len(broken) > 1 and all(len(b) <= 30 for b in broken)
+    assert ast.dump(ast.parse("\n".join(broken))) == ast.dump(ast.parse("x = f(aaaaaaaa, bbbbbbbb, cccccccc, dddddddd)"))
+    # a comma inside a string is never a break point
+    text = 'y = g("a, b, c, d, e, f, g, h, i, j, k, l, m")'
+    assert viz.fold_code(text, 20) == text
+
+
+def test_source_lines_shows_the_real_lines_and_fails_loudly():
+    import inspect
+
+    from ttt4rec_edu.ttt import TTTLayer
+    text = viz.source_lines(TTTLayer.dual, "def coefficients", "dim=-2)")
+    header, *body = text.split("\n")
+    lines, first = inspect.getsourcelines(TTTLayer.dual)
+    start = next(i for i, line in enumerate(lines) if "def coefficients" in line)
+    assert header.startswith(f"# ttt4rec_edu/ttt.py, lines {first + start}-")
+    assert body[0] == "def coefficients(u, a, causal_eta):"
+    assert "torch.cat(" in text
+    with pytest.raises(ValueError, match="no line contains"):
+        viz.source_lines(TTTLayer.dual, "a line that is not there")
+    with pytest.raises(ValueError, match="contains"):
+        viz.source_lines(TTTLayer.dual, "def coefficients", "no such end")
+
+
+def test_nested_function_is_the_library_code():
+    from ttt4rec_edu.ttt import TTTLayer
+    coefficients = viz.nested_function(TTTLayer.dual, "coefficients")
+    gen = torch.Generator().manual_seed(0)
+    n, fan_in = 5, 3
+    u, a = torch.randn(n, fan_in, generator=gen), torch.randn(n, fan_in, generator=gen)
+    E = torch.tril(torch.rand(n, n, generator=gen))
+    coeff = coefficients(u, a, E)
+    assert coeff.shape == (n + fan_in + 1, n)
+    assert torch.allclose(coeff[:n], E * (u @ a.T + 1))                       # tril(E ⊙ (U Aᵀ + 1))
+    assert torch.allclose(coeff[n:n + fan_in], (E[-1:].T * a).T)              # (E_b· ⊙ A)ᵀ
+    assert torch.allclose(coeff[-1], E[-1])                                   # E_b·
+    with pytest.raises(ValueError, match="defines no function"):
+        viz.nested_function(TTTLayer.dual, "nope")
+    with pytest.raises(TypeError, match="enclosing variables"):
+        viz.nested_function(TTTLayer.dual, "run_chunk")
+
+
+def test_dual_blocks_is_the_primal_loop_as_rank_one_sum():
+    gen = torch.Generator().manual_seed(1)
+    b, f = 6, 3
+    W, c = torch.randn(f, f, generator=gen, dtype=torch.float64), torch.randn(f, generator=gen, dtype=torch.float64)
+    Q, K, V = (torch.randn(b, f, generator=gen, dtype=torch.float64) for _ in range(3))
+    eta = 0.1 * torch.rand(b, generator=gen, dtype=torch.float64)
+    tau = 1.0 / torch.arange(1, b + 1, dtype=torch.float64)
+    G = K @ W + c - V                                       # gradient of ½‖kW + c − v‖² at the output
+    blocks = viz.dual_blocks(Q, K, G, eta, tau)
+    assert torch.equal(blocks.M, torch.tril(blocks.M))      # causal
+    assert torch.allclose(blocks.terms.sum(0), blocks.product)
+    assert all(torch.linalg.matrix_rank(term) <= 1 for term in blocks.terms)
+    # the picture's claim: Q W + c − M G equals reading every token with its own primal weights
+    primal = []
+    for i in range(b):
+        W_i = W - tau[i] * sum(eta[j] * torch.outer(K[j], G[j]) for j in range(i + 1))
+        c_i = c - tau[i] * sum(eta[j] * G[j] for j in range(i + 1))
+        primal.append(Q[i] @ W_i + c_i)
+    assert torch.allclose(Q @ W + c - blocks.product, torch.stack(primal))
+    with pytest.raises(ValueError, match="dual_blocks"):
+        viz.dual_blocks(Q, K[:-1], G, eta, tau)
+    fig = viz.plot_dual_blocks(blocks, show_terms=3)
+    assert len(fig.axes) == 3 + 3 + 1                       # M, G, MG; three terms and the rest
+    plt.close(fig)
+
+
+def test_outer_loop_graph_routes_the_outer_gradient_through_the_inner_chain():
+    T = 4
+    nodes, edges = viz.outer_loop_graph(T)
+    names = {n.name for n in nodes}
+    assert all(src in names and dst in names for src, dst in edges)
+    parents = {}
+    for src, dst in edges:
+        parents.setdefault(dst, set()).add(src)
+
+    def ancestors(node):
+        seen, todo = set(), [node]
+        while todo:
+            for p in parents.get(todo.pop(), ()):
+                if p not in seen:
+                    seen.add(p)
+                    todo.append(p)
+        return seen
+
+    assert {"theta", "W0"} <= ancestors("loss")             # the outer gradient reaches θ and W_0
+    for t in range(1, T + 1):
+        assert f"W{t - 1}" in ancestors(f"W{t}") or t == 1  # the inner chain
+        later = {f"x{s}" for s in range(t + 1, T + 1)}
+        assert not (ancestors(f"z{t}") & later)             # causal: z_t never sees a later token
+    # θ reaches W_T only through the views k_t, v_t: remove them and the chain carries nothing from θ
+    assert "theta" not in {p for t in range(1, T + 1) for p in parents[f"W{t}"]}
+    with pytest.raises(ValueError):
+        viz.outer_loop_graph(0)
+    fig = viz.plot_outer_loop_graph(3)
+    assert len(fig.axes) == 1
+    plt.close(fig)

@@ -465,3 +465,329 @@ def make_explorer(traces: Sequence[UserTrace], which: str = "W1", scale: int = 4
 __all__ = ["UserTrace", "user_trace", "delta_w_norms", "weight_deltas", "layer_output_at", "draw_switch_points",
            "plot_weights", "plot_delta_norms", "plot_inner_loss", "plot_eta", "plot_next_rank", "plot_topk",
            "story_positions", "plot_user_story", "frame_html", "Explorer", "make_explorer"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 4. Reading the library's own code in the book (chapter 4), and two pictures (chapters 4 and 5)
+# ------------------------------------------------------------------------------------------------------------
+
+def _split_comment(line: str):
+    """``(code, comment)`` of one source line; ``comment`` is '' when the line has no trailing ``#`` comment
+    outside a string literal."""
+    quote, escaped = None, False
+    for i, ch in enumerate(line):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return line[:i].rstrip(), line[i:]
+    return line, ""
+
+
+def _scan(line: str, depth: int = 0):
+    """Bracket depth after each character of a code line (strings skipped): list of (char, depth after)."""
+    out, quote, escaped = [], None, False
+    for i, ch in enumerate(line):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+            out.append(("\0", depth))          # inside a string: never a place to break
+            continue
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            break
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        out.append((ch, depth))
+    return out
+
+
+def _break_inside_brackets(line: str, width: int, depth: int = 0) -> List[str]:
+    """Break a too-long code line after a ``", "`` that lies inside brackets (``depth``: the brackets still
+    open from earlier lines) and before ``width``: the outermost such comma, the last one of those. Python's
+    implicit line joining keeps the code the same. Returns the line unchanged when there is none."""
+    out, continued = [], depth > 0
+    while len(line) > width:
+        scanned = _scan(line, depth)
+        # after ", " (cut behind the comma) or before " - ", " + ", " * ", " @ " (cut before the operator)
+        candidates = [(d, i + 1) for i, (ch, d) in enumerate(scanned[:width])
+                      if ch == "," and d > 0 and line[i + 1:i + 2] == " "]
+        candidates += [(d, i) for i, (ch, d) in enumerate(scanned[:width - 2])
+                       if ch == " " and d > 0 and line[i + 1:i + 3] in ("- ", "+ ", "* ", "@ ")
+                       and line[:i].strip()]
+        if not candidates:
+            break
+        low = min(d for d, _ in candidates)
+        cut = max(i for d, i in candidates if d == low)
+        opener = max((i for i, (ch, d) in enumerate(scanned[:cut]) if ch in "([{" and d == low), default=-1)
+        indent = len(line) - len(line.lstrip())
+        out.append(line[:cut].rstrip())
+        rest = line[cut:].lstrip()
+        column = indent if continued else indent + 4
+        if opener >= 0 and opener + 1 + len(rest) <= width:
+            column = opener + 1
+        depth, continued = scanned[cut - 1][1], True
+        line = " " * column + rest
+    return out + [line]
+
+
+def _multiline_string_rows(text: str) -> set:
+    """1-based numbers of the lines that a multi-line string literal touches (by Python's tokenizer; a
+    fragment the tokenizer rejects falls back to counting triple quotes)."""
+    import io as _io
+    import tokenize
+    rows = set()
+    try:
+        for tok in tokenize.generate_tokens(_io.StringIO(text).readline):
+            if tok.type == tokenize.STRING and tok.end[0] > tok.start[0]:
+                rows.update(range(tok.start[0], tok.end[0] + 1))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        inside = False
+        for number, line in enumerate(text.split("\n"), 1):
+            marks = line.count('"' * 3) + line.count("'" * 3)
+            if inside or marks:
+                rows.add(number)
+            inside = inside != (marks % 2 == 1)
+    return rows
+
+
+def fold_code(text: str, width: int = 88) -> str:
+    """Lay out source code for a page of ``width`` characters without changing a token: a trailing comment
+    that makes a line too long moves onto its own line above it, a comment line too long is wrapped, a call
+    or list too long is broken after a comma inside its brackets. Lines that cannot be folded this way are
+    left as they are."""
+    import textwrap
+    lines, depth = [], 0
+    source = text.split("\n")
+    string_lines = _multiline_string_rows(text)
+    n = 0
+    while n < len(source):
+        line = source[n]
+        n += 1
+        if n in string_lines:            # part of a multi-line (doc)string: shown as it is
+            lines.append(line)
+            continue
+        code, comment = _split_comment(line)
+        indent = " " * (len(line) - len(line.lstrip()))
+        if not code.strip() and comment and len(line) > width:
+            # a block of comment lines with one too long: rewrap the block as one paragraph
+            words = [comment.lstrip("# ")]
+            while n < len(source) and source[n].strip().startswith("#") and source[n].startswith(indent) \
+                    and not source[n][len(indent)].isspace():
+                words.append(source[n].strip().lstrip("# "))
+                n += 1
+            lines.extend(textwrap.wrap(" ".join(words), width, initial_indent=indent + "# ",
+                                       subsequent_indent=indent + "# ", break_on_hyphens=False))
+            continue
+        if len(line) > width:
+            if comment and code.strip():
+                lines.append(indent + comment)
+                line = code
+            lines.extend(_break_inside_brackets(line, width, depth))
+        else:
+            lines.append(line)
+        scanned = _scan(code, depth)
+        depth = scanned[-1][1] if scanned else depth
+    return "\n".join(lines)
+
+
+def source_lines(func, start: Optional[str] = None, end: Optional[str] = None, width: int = 88) -> str:
+    """The real source of ``func`` (a function or method of this library), from the first line containing
+    ``start`` to the first line after it containing ``end`` (both included; the whole function by default),
+    dedented and folded to ``width`` (:func:`fold_code`). A first comment line names the file and the lines.
+    Raises ``ValueError`` when ``start`` or ``end`` is not found, so a renamed line breaks the book's build
+    instead of silently showing something else."""
+    import inspect
+    import textwrap
+    lines, first = inspect.getsourcelines(func)
+    i = 0
+    if start is not None:
+        hits = [n for n, line in enumerate(lines) if start in line]
+        if not hits:
+            raise ValueError(f"{func.__qualname__}: no line contains {start!r}")
+        i = hits[0]
+    j = len(lines) - 1
+    if end is not None:
+        hits = [n for n in range(i, len(lines)) if end in lines[n]]
+        if not hits:
+            raise ValueError(f"{func.__qualname__}: no line after {start!r} contains {end!r}")
+        j = hits[0]
+    module = inspect.getsourcefile(func) or "?"
+    module = module.replace("\\", "/").split("/ttt4rec_edu/")[-1]
+    header = f"# ttt4rec_edu/{module}, lines {first + i}-{first + j} ({func.__qualname__})"
+    body = textwrap.dedent("".join(lines[i:j + 1])).rstrip("\n")
+    return header + "\n" + fold_code(body, width)
+
+
+def show_source(func, start: Optional[str] = None, end: Optional[str] = None, width: int = 88):
+    """Display :func:`source_lines` as a highlighted Python block in a notebook (plain text elsewhere)."""
+    text = source_lines(func, start, end, width)
+    try:
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover - IPython is a dependency of the book, not of the library
+        print(text)
+        return
+    display(Markdown(f"```python\n{text}\n```"))
+
+
+def nested_function(func, name: str, **free):
+    """A function defined *inside* ``func`` (e.g. ``coefficients`` in :meth:`ttt4rec_edu.ttt.TTTLayer.dual`),
+    rebuilt from ``func``'s compiled code so that the book can call the library's own lines. Variables it
+    takes from the enclosing function are passed by name in ``free`` (all of them, else ``TypeError``)."""
+    import types
+    code = next((c for c in func.__code__.co_consts if isinstance(c, types.CodeType) and c.co_name == name),
+                None)
+    if code is None:
+        raise ValueError(f"{func.__qualname__} defines no function {name!r}")
+    missing = [v for v in code.co_freevars if v not in free]
+    if missing:
+        raise TypeError(f"{name} needs the enclosing variables {missing}; pass them as keywords")
+    closure = tuple(types.CellType(free[v]) for v in code.co_freevars)
+    return types.FunctionType(code, func.__globals__, name, None, closure or None)
+
+
+@dataclass
+class DualBlocks:
+    """The pieces of one mini-batch's output correction in the dual form (one head, bare linear inner model
+    with bias): ``M = tril(E ⊙ (Q Kᵀ + 1))`` (b, b), ``G`` (b, f), ``product = M @ G`` (b, f) and the rank-one
+    terms ``terms[j] = M[:, j] ⊗ G[j]`` (b, b, f), whose sum over j is ``product``."""
+
+    M: torch.Tensor
+    G: torch.Tensor
+    product: torch.Tensor
+    terms: torch.Tensor
+
+
+def dual_blocks(Q: torch.Tensor, K: torch.Tensor, G: torch.Tensor, eta: torch.Tensor,
+                tau: torch.Tensor) -> DualBlocks:
+    """:class:`DualBlocks` for queries/keys ``Q, K`` (b, f), output gradients ``G`` (b, f), steps ``eta``
+    (b,) and scales ``tau`` (b,)."""
+    b = Q.shape[0]
+    if K.shape[0] != b or G.shape[0] != b or eta.shape != (b,) or tau.shape != (b,):
+        raise ValueError(f"dual_blocks: Q, K, G need b = {b} rows and eta, tau shape ({b},); got "
+                         f"{tuple(K.shape)}, {tuple(G.shape)}, {tuple(eta.shape)}, {tuple(tau.shape)}")
+    E = torch.tril(tau[:, None] * eta[None, :])
+    M = E * (Q @ K.T + 1.0)
+    terms = M.T[:, :, None] * G[:, None, :]              # terms[j] = column j of M times row j of G
+    return DualBlocks(M=M, G=G, product=M @ G, terms=terms)
+
+
+def plot_dual_blocks(blocks: DualBlocks, show_terms: int = 4):
+    """The dual form as block matrices: ``M @ G = correction`` on the top row, and below it the same
+    correction as a sum of rank-one matrices, column j of the causal ``M`` times row j of ``G`` (the first
+    ``show_terms`` of them, then the rest summed). Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+    b, f = blocks.G.shape
+    show_terms = max(1, min(show_terms, b - 1))
+    fig = plt.figure(figsize=(10, 5.6))
+    grid = fig.add_gridspec(2, 2 * (show_terms + 1) + 1, height_ratios=[1.15, 1.0], hspace=0.55, wspace=0.5)
+
+    def panel(ax, matrix, title, vmax):
+        ax.imshow(matrix.detach().numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([]); ax.set_yticks([])
+
+    vmax_m = float(blocks.M.abs().max()) or 1.0
+    vmax_p = float(blocks.product.abs().max()) or 1.0
+    top = [fig.add_subplot(grid[0, 0:3]), fig.add_subplot(grid[0, 4:6]), fig.add_subplot(grid[0, 7:9])]
+    panel(top[0], blocks.M, "M = tril(E ⊙ (QKᵀ + 1))\n(b × b, zero above the diagonal)", vmax_m)
+    panel(top[1], blocks.G, f"G (b × f)\nrow j = g_j", float(blocks.G.abs().max()) or 1.0)
+    panel(top[2], blocks.product, "M G = correction\nrow i: Σ_{j≤i} M_ij g_j", vmax_p)
+    fig.text(0.335, 0.74, "@", fontsize=16, ha="center")
+    fig.text(0.60, 0.74, "=", fontsize=16, ha="center")
+    for j in range(show_terms):
+        ax = fig.add_subplot(grid[1, 2 * j:2 * j + 2])
+        panel(ax, blocks.terms[j], f"M[:, {j + 1}] ⊗ g_{j + 1}", vmax_p)
+        ax.set_xlabel("+" if j < show_terms else "", fontsize=12)
+    rest = blocks.terms[show_terms:].sum(0)
+    ax = fig.add_subplot(grid[1, 2 * show_terms:2 * show_terms + 2])
+    panel(ax, rest, f"Σ of terms {show_terms + 1}..{b}", vmax_p)
+    fig.suptitle("Dual form of one mini-batch: the causal coefficient matrix times G (top) is a sum of "
+                 "rank-one updates (below)", fontsize=10)
+    return fig
+
+
+@dataclass
+class GraphNode:
+    name: str
+    label: str
+    x: float
+    y: float
+    kind: str          # "param" (outer-loop parameter), "inner" (inner state W_t), "data", "loss"
+
+
+def outer_loop_graph(T: int = 3):
+    """The computation graph of the outer loop through the inner one, for ``T`` tokens of one head: nodes
+    (:class:`GraphNode`) and forward edges ``(src, dst)``. The inner chain ``W_0 → W_1 → … → W_T`` takes
+    ``k_t, v_t, η_t`` at every step; every ``z_t = f(q_t; W_t)`` feeds the outer loss. Backpropagation runs
+    every edge backwards, so the outer gradient reaches θ_K and θ_V only *through* the inner updates."""
+    if T < 1:
+        raise ValueError(f"outer_loop_graph needs T >= 1, got {T}")
+    step = 2.6                                            # horizontal distance between tokens
+    nodes = [GraphNode("theta", "θ_K, θ_V, θ_Q,\ngate (w, b)", -0.9, 2.6, "param"),
+             GraphNode("W0", "W_0", 0.0, 0.0, "param"),
+             GraphNode("loss", "outer loss ℒ", step * T + 1.2, -1.3, "loss")]
+    edges = []
+    for t in range(1, T + 1):
+        x = step * t - 0.8
+        nodes += [GraphNode(f"x{t}", f"x_{t}", x + 0.1, 3.9, "data"),
+                  GraphNode(f"kv{t}", f"k_{t}, v_{t}, η_{t}", x - 0.45, 2.6, "data"),
+                  GraphNode(f"q{t}", f"q_{t}", x + 0.75, 2.6, "data"),
+                  GraphNode(f"W{t}", f"W_{t}", x, 0.0, "inner"),
+                  GraphNode(f"z{t}", f"z_{t} = f(q_{t}; W_{t})", x + 0.75, 1.3, "data")]
+        edges += [(f"x{t}", f"kv{t}"), ("theta", f"kv{t}"), (f"x{t}", f"q{t}"), ("theta", f"q{t}"),
+                  ("W0" if t == 1 else f"W{t - 1}", f"W{t}"), (f"kv{t}", f"W{t}"),
+                  (f"W{t}", f"z{t}"), (f"q{t}", f"z{t}"), (f"z{t}", "loss")]
+    return nodes, edges
+
+
+def plot_outer_loop_graph(T: int = 3):
+    """Draw :func:`outer_loop_graph`: forward edges in grey, the inner chain in blue, and the backward path
+    of the outer gradient from ℒ to θ_K, θ_V (through ``W_t``, ``W_{t−1}``, …, and ``k_t, v_t``) in red.
+    Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+    nodes, edges = outer_loop_graph(T)
+    where = {n.name: n for n in nodes}
+    colours = {"param": "#fde2b5", "inner": "#c9dcf5", "data": "#eeeeee", "loss": "#f6c4c4"}
+    fig, ax = plt.subplots(figsize=(11, 5.0))
+    for src, dst in edges:
+        a, b = where[src], where[dst]
+        inner = src.startswith("W") and dst.startswith("W")
+        colour = "C0" if inner else ("0.8" if src == "theta" else "0.5")
+        ax.annotate("", xy=(b.x, b.y), xytext=(a.x, a.y),
+                    arrowprops=dict(arrowstyle="-|>", color=colour, lw=2.2 if inner else 1.0,
+                                    shrinkA=14, shrinkB=14))
+    # the backward path of one token's loss term: ℒ → z_T → W_T → ... → W_1 → k_1, v_1 → θ
+    back = ["loss", f"z{T}", f"W{T}"] + [f"W{t}" for t in range(T - 1, 0, -1)] + ["kv1", "theta"]
+    for src, dst in zip(back, back[1:]):
+        a, b = where[src], where[dst]
+        ax.annotate("", xy=(b.x, b.y - 0.12), xytext=(a.x, a.y - 0.12),
+                    arrowprops=dict(arrowstyle="-|>", color="C3", lw=1.4, ls="--", shrinkA=16, shrinkB=16,
+                                    connectionstyle="arc3,rad=-0.25"))
+    for n in nodes:
+        ax.text(n.x, n.y, n.label, ha="center", va="center", fontsize=9,
+                bbox=dict(boxstyle="round,pad=0.35", fc=colours[n.kind], ec="0.4", lw=0.8))
+    middle = 1.3 * T
+    ax.text(middle, -0.75, "inner loop: W_t = W_{t-1} - η_t ∇ℓ_t(W_{t-1}), one step per token (blue)",
+            ha="center", fontsize=9, color="C0")
+    ax.text(middle, 4.6, "outer loop: ∂ℒ/∂θ flows back along every edge; red dashes: one path, "
+            "from ℒ through W_T, ..., W_1 and k_1, v_1 to θ_K, θ_V", ha="center", fontsize=9, color="C3")
+    ax.set_xlim(-1.9, 2.6 * T + 2.4); ax.set_ylim(-1.8, 4.9); ax.axis("off")
+    return fig
+
+
+__all__ += ["fold_code", "source_lines", "show_source", "nested_function", "DualBlocks", "dual_blocks",
+            "plot_dual_blocks", "GraphNode", "outer_loop_graph", "plot_outer_loop_graph"]
