@@ -1472,6 +1472,85 @@ def check_metric_by_length(fn: Callable[..., Sequence[float]]) -> ExerciseResult
 __all__ += ["check_metric_by_length"]
 
 
+# ==========================================================================================================
+# Chapter 11: the three arms — what adapting adds over the control trained without adaptation
+#
+# ``check_arm_interval(fn)``: ``fn(df) -> (mean, low, high)`` where ``df`` has one row per (seed, variant) of the
+# three TTT4Rec arms (columns ``seed``, ``variant`` ∈ ``ttt4rec_edu.drift_study.ARMS``, ``ndcg@10``, rows in any
+# order); the difference of a seed is NDCG@10 of ``"TTT4Rec"`` minus NDCG@10 of ``"TTT4Rec, fixed W0"``; return
+# its mean over seeds and the 95% Student-t interval of that mean, ``mean ± t_{0.975, n−1} · s / sqrt(n)``
+# (reference: ``ttt4rec_edu.drift_study.arm_differences``).
+# ==========================================================================================================
+
+def check_arm_interval(fn: Callable[[object], Tuple[float, float, float]]) -> ExerciseResult:
+    """Check ``fn(df) -> (mean, low, high)``: the per-seed difference ``TTT4Rec − TTT4Rec, fixed W0`` (paired by
+    ``seed``), its mean over seeds and the 95% Student-t interval of the mean."""
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from .analysis import student_t_quantile
+
+    name = "check_arm_interval"
+    rng = np.random.default_rng(111)
+    for n in (5, 8):
+        seeds = rng.permutation(np.arange(20, 20 + n))
+        level = rng.uniform(0.2, 0.5, size=n)               # each seed's data: shared by the three arms
+        diff = rng.normal(0.01, 0.02, size=n)
+        mismatch = rng.normal(-0.05, 0.01, size=n)
+        arms = {"TTT4Rec": level + diff, "TTT4Rec, fixed W0": level, "TTT4Rec, η=0 at test": level + mismatch}
+        df = pd.concat([pd.DataFrame({"seed": seeds, "variant": v, "ndcg@10": x}) for v, x in arms.items()])
+        df = df.sample(frac=1.0, random_state=n).reset_index(drop=True)   # rows in any order
+        s = float(np.std(diff, ddof=1))
+        t = student_t_quantile(0.975, n - 1)
+        mean = float(np.mean(diff))
+        expected = (mean, mean - t * s / math.sqrt(n), mean + t * s / math.sqrt(n))
+        got, error = _call(name, fn, df.copy())
+        where = f"for {n} seeds"
+        if error is not None:
+            return _report(_fail(name, f"{where}: {error.message}"))
+        try:
+            values = tuple(float(v) for v in got)
+            if len(values) != 3:
+                raise ValueError
+        except (TypeError, ValueError):
+            return _report(_fail(name, f"{where} you returned {got!r}",
+                                 "return a triple (mean, low, high) of numbers."))
+        close = lambda a, b: math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)  # float32 answers pass   # noqa: E731
+        if all(close(a, b) for a, b in zip(values, expected)):
+            continue
+        got_mean, low, high = values
+        half = (high - low) / 2
+        other = float(np.mean(level + mismatch))
+        if close(got_mean, -mean):
+            hint = 'the sign is reversed: the difference is "TTT4Rec" minus "TTT4Rec, fixed W0".'
+        elif close(got_mean, float(np.mean(level + diff)) - other):
+            hint = ('this compares with the η = 0-at-test arm; the control is "TTT4Rec, fixed W0" (trained '
+                    "without adaptation), not the adapting model's weights evaluated with η = 0.")
+        elif not close(got_mean, mean):
+            hint = "the mean is the mean over seeds of NDCG@10(TTT4Rec) − NDCG@10(TTT4Rec, fixed W0)."
+        elif close(half, 1.959964 * s / math.sqrt(n)):
+            hint = (f"this is the normal 1.96; with {n} seeds use Student's t with n − 1 = {n - 1} degrees of "
+                    f"freedom ({t:.3f}, ttt4rec_edu.analysis.student_t_quantile(0.975, {n - 1})).")
+        elif close(half, t * s):
+            hint = "this interval is for one seed's difference; the mean's uses the standard error s / sqrt(n)."
+        elif close(half, t * float(np.std(diff, ddof=0)) / math.sqrt(n)):
+            hint = "this uses the population standard deviation (ddof=0); use the sample one (ddof=1)."
+        elif close(half, t * math.sqrt(np.var(level + diff, ddof=1) + np.var(level, ddof=1)) / math.sqrt(n)):
+            hint = ("this spread is of two unpaired groups; subtract within each seed first, then take the "
+                    "spread of the differences (the seed-to-seed level cancels).")
+        else:
+            hint = ("the mean is right but not the interval: pair by seed (pivot on seed × variant; rows come in "
+                    "any order), then mean ± t_{0.975, n−1} · s / sqrt(n) with the sample std s.")
+        return _report(_fail(name, f"{where} expected ({expected[0]:.5f}, {expected[1]:.5f}, "
+                                   f"{expected[2]:.5f}); got ({got_mean:.5f}, {low:.5f}, {high:.5f})", hint))
+    return _report(ExerciseResult(name, True, "the paired mean and its 95% t interval match for 5 and 8 seeds."))
+
+
+__all__ += ["check_arm_interval"]
+
+
 if __name__ == "__main__":   # python -m ttt4rec_edu.exercises {index,export,grade}: the instructor tools
     from .instructor import main
     raise SystemExit(main())
