@@ -356,17 +356,28 @@ def test_good_corrupt_endless_crashing_give_four_rows(tmp_path):
 
 
 @pytest.mark.slow
-def test_memory_limit_and_a_write_outside_the_folder(tmp_path):
-    outside = tmp_path / "outside"
-    outside.mkdir()
+def test_memory_limit_network_and_writes_outside_the_folder(tmp_path):
+    import socket
+    import uuid
+    server = socket.create_server(("127.0.0.1", 0))       # a listener the notebook would reach without the cut
+    port = server.getsockname()[1]
+    library = REPO / "ttt4rec_edu" / f"escaped-{uuid.uuid4().hex}.txt"
+    host_tmp = Path("/tmp") / f"escaped-{uuid.uuid4().hex}.txt"
     grab = dict(_code("big = bytearray(3 * 2**30)"), id="grab")
-    write = dict(_code(f"open({str(outside / 'escaped.txt')!r}, 'w').write('x')"), id="write")
-    shell = dict(_code(f"import os\nstatus = os.system('id > {outside}/shell.txt')"), id="shell")
+    write = dict(_code(f"open({str(library)!r}, 'w').write('x')"), id="write")
+    shell = dict(_code(f"import os\nstatus = os.system('id > {host_tmp}')\nprint('id status', status)"), id="sh")
+    net = dict(_code(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5)"), id="net")
     inside = dict(_code("open('mine.txt', 'w').write('fine')\nprint(open('mine.txt').read())"), id="inside")
     good = {"ex-protocol-split": CORRECT_SPLIT, "ex-protocol-ndcg": CORRECT_NDCG}
-    code, out, err, rows, reports = _grade(tmp_path, {"s.ipynb": _submission(good, extra=[grab, write, shell,
-                                                                                          inside])},
-                                           "--timeout", "120", "--memory-mb", "2048")
+    try:
+        code, out, err, rows, reports = _grade(
+            tmp_path, {"s.ipynb": _submission(good, extra=[grab, write, shell, net, inside])},
+            "--timeout", "120", "--memory-mb", "2048")
+        escaped = [p for p in (library, host_tmp) if p.exists()]
+    finally:
+        server.close()
+        for p in (library, host_tmp):
+            p.unlink(missing_ok=True)
     assert code == 0, err
     assert rows["s.ipynb"]["status"] == "ok", rows            # the limits stop the cell, not the grading
     report = (reports / "s.md").read_text()
@@ -374,13 +385,16 @@ def test_memory_limit_and_a_write_outside_the_folder(tmp_path):
     assert "fine" in (reports / "s.log").read_text()          # writing inside its own folder works
     results = json.loads((tmp_path / "out" / "results.json").read_text())   # one submission: beside the CSV
     assert results["score"] == 2.0 and len(results["tests"]) == 2
-    if os.geteuid() == 0:      # as root the grader runs the notebook as nobody: the grader's folders are out of reach
-        assert "cell 1: PermissionError" in report
-        assert not (outside / "escaped.txt").exists() and not (outside / "shell.txt").exists()
-        assert "user: nobody" in report
+    if "network: cut" in report:
+        assert "cell 3: OSError" in report or "cell 3: ConnectionRefusedError" in report, report
+    if "temporary folders: private /tmp" in report:
+        assert host_tmp not in escaped                        # the shell wrote into the private /tmp
+    if os.geteuid() == 0:      # as root the grader runs the notebook as nobody: the library is out of reach
+        assert "user: nobody" in report and "network: cut" in report and "private /tmp" in report
+        assert "cell 1: PermissionError" in report and escaped == [], escaped
     else:
         pytest.skip("not root: the notebook runs as the grader's own user and may write where that user may "
-                    "(the instructor guide says so); only the memory limit was tested")
+                    "(the instructor guide says so); the memory limit, network and /tmp were tested")
 
 
 def test_timeout_must_be_positive_and_misuse_is_one_line(tmp_path):

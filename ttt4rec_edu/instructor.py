@@ -597,6 +597,36 @@ def _unshare_network() -> str:
     return "cut (own empty network namespace)"
 
 
+def _private_tmp(size_mb: int) -> str:
+    """Own mount namespace with fresh, empty /tmp, /var/tmp and /dev/shm; the submission's folder (the current
+    one) reappears as /tmp/submission and becomes the current folder. Needs root, or the user namespace that
+    :func:`_unshare_network` made."""
+    import ctypes
+    libc = _libc()
+    clone_newns, ms_rec, ms_private, ms_bind, ms_nosuid, ms_nodev = 0x20000, 0x4000, 1 << 18, 4096, 2, 4
+    if libc.unshare(clone_newns) != 0:
+        return f"shared with the machine (unshare failed: {os.strerror(ctypes.get_errno())})"
+    if libc.mount(b"none", b"/", None, ms_rec | ms_private, None) != 0:
+        return f"shared with the machine (mount failed: {os.strerror(ctypes.get_errno())})"
+    here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(folder):
+            if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", ms_nosuid | ms_nodev,
+                          f"size={size_mb}m,mode=1777".encode()) != 0:
+                return f"{folder} shared with the machine (mount failed: {os.strerror(ctypes.get_errno())})"
+    target = "/tmp/submission"
+    os.mkdir(target)
+    if libc.mount(f"/proc/self/fd/{here}".encode(), target.encode(), None, ms_bind, None) != 0:
+        raise OSError(ctypes.get_errno(), "cannot bind the submission's folder into the private /tmp")
+    os.chdir(target)
+    os.close(here)
+    home = os.environ.get("HOME", "")
+    for key in ("HOME", "IPYTHONDIR", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
+        if home and key in os.environ and os.environ[key].startswith(home):
+            os.environ[key] = target + os.environ[key][len(home):]
+    return f"private /tmp, /var/tmp, /dev/shm ({size_mb} MiB each); the notebook runs in {target}"
+
+
 def _drop_privileges(uid: int, gid: int, keep_read: bool) -> None:
     """Become ``uid``/``gid`` for good. With ``keep_read`` the process keeps one capability, CAP_DAC_READ_SEARCH
     (read any file, enter any folder), for when the interpreter or the library lie where that user cannot read;
@@ -675,6 +705,7 @@ def _worker() -> None:   # pragma: no cover - runs in the child process (tests d
         os.write(fd, f"{line}\t{mac}\n".encode())
 
     setup = {"network": _unshare_network() if config["cut_network"] else "not cut (--allow-network)"}
+    setup["temporary folders"] = _private_tmp(int(config["limits"]["file_mb"]))
     import numpy  # noqa: F401  (loaded before any student code, like everything the checks use)
     import pandas  # noqa: F401
     import torch  # noqa: F401
@@ -689,6 +720,7 @@ def _worker() -> None:   # pragma: no cover - runs in the child process (tests d
     from traitlets.config import Config
     ipython_config = Config()
     ipython_config.HistoryManager.enabled = False
+    ipython_config.InteractiveShell.colors = "NoColor"         # a plain-text log for the instructor
     shell = InteractiveShell.instance(config=ipython_config)
     _set_limits(config["limits"])
     setup["limits"] = (f"wall clock {config['limits']['timeout']:g} s, CPU {config['limits']['cpu']:g} s, "
