@@ -515,6 +515,20 @@ def _scan(line: str, depth: int = 0):
     return out
 
 
+def _poor_comma(line: str, scanned, i: int) -> bool:
+    """A comma not worth breaking after: inside a subscript ``x[a, b]`` or between the targets of a
+    comprehension's ``for a, b in``."""
+    import re
+    depth = scanned[i][1]
+    opener = max((j for j in range(i) if scanned[j][0] in "([{" and scanned[j][1] == depth), default=-1)
+    if opener < 0:
+        return False
+    if line[opener] == "[" and opener > 0 and (line[opener - 1].isalnum() or line[opener - 1] in "_)]"):
+        return True
+    segment = line[opener + 1:i]
+    return bool(re.search(r"\bfor\b(?!.*\bin\b)", segment))
+
+
 def _break_inside_brackets(line: str, width: int, depth: int = 0) -> List[str]:
     """Break a too-long code line after a ``", "`` that lies inside brackets (``depth``: the brackets still
     open from earlier lines) and before ``width``: the outermost such comma, the last one of those. Python's
@@ -524,7 +538,8 @@ def _break_inside_brackets(line: str, width: int, depth: int = 0) -> List[str]:
         scanned = _scan(line, depth)
         # after ", " (cut behind the comma) or before " - ", " + ", " * ", " @ " (cut before the operator)
         candidates = [(d, i + 1) for i, (ch, d) in enumerate(scanned[:width])
-                      if ch == "," and d > 0 and line[i + 1:i + 2] == " "]
+                      if ch == "," and d > 0 and line[i + 1:i + 2] == " "
+                      and not _poor_comma(line, scanned, i)]
         candidates += [(d, i) for i, (ch, d) in enumerate(scanned[:width - 2])
                        if ch == " " and d > 0 and line[i + 1:i + 3] in ("- ", "+ ", "* ", "@ ")
                        and line[:i].strip()]
@@ -669,20 +684,22 @@ class DualBlocks:
     G: torch.Tensor
     product: torch.Tensor
     terms: torch.Tensor
+    bias: bool = True
 
 
 def dual_blocks(Q: torch.Tensor, K: torch.Tensor, G: torch.Tensor, eta: torch.Tensor,
-                tau: torch.Tensor) -> DualBlocks:
+                tau: torch.Tensor, bias: bool = True) -> DualBlocks:
     """:class:`DualBlocks` for queries/keys ``Q, K`` (b, f), output gradients ``G`` (b, f), steps ``eta``
-    (b,) and scales ``tau`` (b,)."""
+    (b,) and scales ``tau`` (b,). ``bias=False``: the bare linear model without a bias, ``M = E ⊙ tril(Q Kᵀ)``
+    (the ``+ 1`` is the bias's share)."""
     b = Q.shape[0]
     if K.shape[0] != b or G.shape[0] != b or eta.shape != (b,) or tau.shape != (b,):
         raise ValueError(f"dual_blocks: Q, K, G need b = {b} rows and eta, tau shape ({b},); got "
                          f"{tuple(K.shape)}, {tuple(G.shape)}, {tuple(eta.shape)}, {tuple(tau.shape)}")
     E = torch.tril(tau[:, None] * eta[None, :])
-    M = E * (Q @ K.T + 1.0)
+    M = E * (Q @ K.T + (1.0 if bias else 0.0))
     terms = M.T[:, :, None] * G[:, None, :]              # terms[j] = column j of M times row j of G
-    return DualBlocks(M=M, G=G, product=M @ G, terms=terms)
+    return DualBlocks(M=M, G=G, product=M @ G, terms=terms, bias=bias)
 
 
 def plot_dual_blocks(blocks: DualBlocks, show_terms: int = 4):
@@ -703,7 +720,8 @@ def plot_dual_blocks(blocks: DualBlocks, show_terms: int = 4):
     vmax_m = float(blocks.M.abs().max()) or 1.0
     vmax_p = float(blocks.product.abs().max()) or 1.0
     top = [fig.add_subplot(grid[0, 0:3]), fig.add_subplot(grid[0, 4:6]), fig.add_subplot(grid[0, 7:9])]
-    panel(top[0], blocks.M, "M = tril(E ⊙ (QKᵀ + 1))\n(b × b, zero above the diagonal)", vmax_m)
+    name = "M = tril(E ⊙ (QKᵀ + 1))" if blocks.bias else "M = E ⊙ tril(QKᵀ)"
+    panel(top[0], blocks.M, f"{name}\n(b × b, zero above the diagonal)", vmax_m)
     panel(top[1], blocks.G, f"G (b × f)\nrow j = g_j", float(blocks.G.abs().max()) or 1.0)
     panel(top[2], blocks.product, "M G = correction\nrow i: Σ_{j≤i} M_ij g_j", vmax_p)
     fig.text(0.335, 0.74, "@", fontsize=16, ha="center")
