@@ -205,3 +205,30 @@ def test_mean_interval_by_hand():
     for bad in ([], [0.1, float("nan")]):
         with pytest.raises(ValueError, match="finite values"):
             mean_interval(bad)
+
+
+def test_test_steps_count_each_users_samples_in_time_order():
+    from ttt4rec_edu.analysis import test_steps
+    table = pd.DataFrame({"user": [7, 3, 7, 3, 7, 9], "history": [10, 4, 11, 5, 12, 2],
+                          "target": [1, 2, 3, 4, 5, 6]})
+    assert test_steps(table).tolist() == [1, 1, 2, 2, 3, 1]
+    shuffled = table.iloc[[4, 0, 5, 3, 2, 1]]   # any row order: the step follows history, not the row
+    assert test_steps(shuffled).tolist() == [3, 1, 1, 2, 2, 1]
+    with pytest.raises(ValueError, match="lacks the column"):
+        test_steps(table.drop(columns="history"))
+    with pytest.raises(ValueError, match="twice"):
+        test_steps(pd.concat([table, table.iloc[:1]]))
+
+
+def test_test_steps_on_a_real_split_start_after_the_validation_part():
+    """On a protocol split, a user's step-1 test sample is the one right after their last validation sample."""
+    from ttt4rec_edu.analysis import sample_table, test_steps
+    sequences = [list(range(1, 12)), list(range(3, 20)), [5, 6, 7, 8, 9]]
+    splits = build_splits(SequenceData(sequences, num_items=20, name="hand"), max_len=5, split="3:2:5")
+    test, valid = sample_table(splits.test), sample_table(splits.valid)
+    steps = test_steps(test)
+    first = test[steps == 1].set_index("user")["history"]
+    last_valid = valid.groupby("user")["history"].max()
+    assert (first.loc[last_valid.index] == last_valid + 1).all()
+    assert (pd.Series(steps).groupby(test["user"].to_numpy()).max() ==
+            test.groupby("user").size()).all()

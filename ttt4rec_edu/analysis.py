@@ -33,7 +33,7 @@ from .experiments import run_dir
 from .train import METRICS_NAME, RANKS_NAME
 
 __all__ = ["mean_interval", "student_t_quantile", "learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "match_samples",
-           "per_sample_metric", "seed_mean_metric", "metric_by_group", "length_buckets", "paired_bootstrap",
+           "per_sample_metric", "seed_mean_metric", "metric_by_group", "length_buckets", "test_steps", "paired_bootstrap",
            "RunFilesError"]
 
 
@@ -163,6 +163,25 @@ def sample_table(sample_set) -> pd.DataFrame:
     history = (sample_set.target_index - sample_set.user_start[sample_set.user]).numpy()
     return pd.DataFrame({"user": user, "history": history, "input_length": np.minimum(history, sample_set.max_len),
                          "target": sample_set.targets.numpy()})
+
+
+def test_steps(table: pd.DataFrame) -> np.ndarray:
+    """``int64 (N,)``: for each sample of one split's :func:`sample_table`, its place among *that user's* samples
+    of the split, counted from 1 in time order (1 = the user's first test sample, right after the validation
+    part). Read with ``history``: ``history`` counts every earlier item of the user (what the model was given, up
+    to the context), the step counts how far into the evaluated period the sample lies — the axis of the paper's
+    "rapid adaptation" claim, where an inner loop that keeps learning should gain as a user's recent items pile up.
+    """
+    missing = {"user", "history"} - set(table.columns)
+    if missing:
+        raise ValueError(f"the table lacks the column(s) {sorted(missing)}: pass a table made by sample_table")
+    if table.duplicated(["user", "history"]).any():
+        raise ValueError("the table lists a (user, history) sample twice: not one split's sample table")
+    order = table.reset_index(drop=True).sort_values(["user", "history"], kind="stable")
+    steps = order.groupby("user", sort=False).cumcount().to_numpy() + 1
+    out = np.empty(len(table), dtype=np.int64)
+    out[order.index.to_numpy()] = steps
+    return out
 
 
 def match_samples(table_a: pd.DataFrame, table_b: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
