@@ -108,16 +108,31 @@ def _call(name: str, fn: Callable, *args) -> Tuple[object, Optional[ExerciseResu
         return None, _fail(name, f"your function raised {type(exc).__name__}: {exc}")
 
 
+_LOW_PRECISION = (torch.float32, torch.float16, torch.bfloat16)
+_LOW_PRECISION_TOL = 1e-5   # float32 keeps ~7 significant digits; every mistake the hints name is far larger
+
+
 def _as_tensor(value, like: torch.Tensor) -> Optional[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return value.detach().to(dtype=like.dtype, device=like.device)
+    """``value`` as a tensor of ``like``'s dtype; an answer computed in float32 (or lower) is marked, so that
+    :func:`_same` compares it with a float32 tolerance instead of float64's."""
+    low = str(getattr(value, "dtype", "")).split(".")[-1] in {"float32", "float16", "bfloat16"}
     try:
-        return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().to(dtype=like.dtype, device=like.device)
+        else:
+            tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     except (TypeError, ValueError, RuntimeError):
         return None
+    if low and like.dtype not in _LOW_PRECISION:
+        tensor = tensor.clone()
+        tensor._ttt4rec_low_precision = True
+    return tensor
 
 
 def _same(got: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float = 1e-6) -> bool:
+    """``allclose`` with the same shape; a float32 answer (see :func:`_as_tensor`) gets float32's tolerance."""
+    if getattr(got, "_ttt4rec_low_precision", False):
+        atol, rtol = max(atol, _LOW_PRECISION_TOL), max(rtol, _LOW_PRECISION_TOL)
     return got.shape == expected.shape and bool(torch.allclose(got, expected, atol=atol, rtol=rtol))
 
 
@@ -197,16 +212,21 @@ def check_split_counts(fn: Callable[[int, Tuple[float, float, float]], Sequence[
             elif sum(got_tuple) != n:
                 hint = f"the three counts must add up to num_samples ({n}); every sample goes somewhere."
             elif got_tuple == _floor_only_counts(n, ratios):
-                hint = ("valid and test start at floor(ratio * n), but a part whose ratio * n lies strictly "
+                hint = ("the bump rule is missing: valid and test start at floor(ratio * n), but a part whose "
+                        "ratio * n lies strictly "
                         "between 0 and 1 then takes one sample from train (walking from test back to valid), "
                         "while train still has more than one.")
             elif got_tuple == _rounded_counts(n, ratios):
                 hint = "RecBole truncates (floor) ratio * n for valid and test; it does not round."
+            elif any(got_tuple == split_counts(n, parse_split(other)) for other in ("3:2:5", "6:2:2")
+                     if other != spec):
+                hint = (f"that is the answer for the other split: use the ratios passed in ({spec} here), "
+                        "not fixed ones.")
             elif got_tuple[::-1] == expected:
                 hint = "the order is (train, valid, test)."
             else:
-                hint = ("compute valid = floor(0.2 n), test = floor(0.5 n) (for 3:2:5), train = the rest, "
-                        "then apply the bump rule for parts with 0 < ratio * n < 1.")
+                hint = (f"compute valid = floor({ratios[1]:g} n), test = floor({ratios[2]:g} n) (split {spec}), "
+                        "train = the rest, then apply the bump rule for parts with 0 < ratio * n < 1.")
             return _report(_fail(name, where, hint))
     return _report(ExerciseResult(name, True, f"matches split_counts for n = 1..40 at 3:2:5 and 6:2:2 "
                                               f"({cases} cases)."))
@@ -279,12 +299,66 @@ def _rope_half_split(x: torch.Tensor, positions: torch.Tensor, base: float) -> t
     return torch.cat((first * angles.cos() - second * angles.sin(), second * angles.cos() + first * angles.sin()), -1)
 
 
+_ROPE_ATOL = 1e-5
+
+
+def _rope_angles(x: torch.Tensor, rotated: torch.Tensor) -> torch.Tensor:
+    """The angle (radians, in (−π, π]) by which each (x[2i], x[2i+1]) pair was turned into ``rotated``'s."""
+    a, b = x[..., 0::2], x[..., 1::2]
+    c, d = rotated[..., 0::2], rotated[..., 1::2]
+    return torch.atan2(a * d - b * c, a * c + b * d)
+
+
+def _rope_angle_hint(x: torch.Tensor, got: torch.Tensor, positions: torch.Tensor, base: float,
+                     fn: Callable) -> str:
+    """The pairs keep their length: say which angles are wrong, naming the usual mistake when it is one; but
+    first make sure the answer turns every pair by an angle that depends on the position only (a rotation):
+    the same call on another input must turn each pair by the same angles."""
+    f = x.shape[-1]
+    i = torch.arange(f // 2, dtype=torch.float64)
+    got_angles = _rope_angles(x, got)
+    wrap = lambda a: torch.remainder(a + math.pi, 2 * math.pi) - math.pi  # noqa: E731
+    other = torch.randn(x.shape, generator=torch.Generator().manual_seed(22), dtype=x.dtype)
+    again, error = _call("check_rope_rotation", fn, other.clone(), positions.clone(), base)
+    again_t = None if error is not None else _as_tensor(again, other)
+    if again_t is None or again_t.shape != other.shape or \
+            bool((wrap(_rope_angles(other, again_t) - got_angles).abs() > 1e-4).any()):
+        return ("each pair keeps its length, but it is not turned by one angle per (position, pair): on another "
+                "input the same pair turns by a different angle. A rotation is x'[2i] = x[2i] cos − x[2i+1] sin, "
+                "x'[2i+1] = x[2i+1] cos + x[2i] sin, with the same angle for both members.")
+
+    def turned_by(pos: torch.Tensor, omega: torch.Tensor) -> bool:
+        want = wrap(pos.to(torch.float64)[:, None] * omega[None, :])
+        return bool((wrap(got_angles - want).abs() < 1e-4).all())
+
+    omega = base ** (-2 * i / f)
+    if turned_by(positions + 1, omega):
+        return "positions start at 0: the first token is not rotated (angle 0 · omega_i)."
+    if turned_by(positions, base ** (-i / f)):
+        return "the exponent is −2i/f with i = 0..f/2−1 the pair index (omega_i = base ** (-2i / f)), not −i/f."
+    if turned_by(positions, base ** (-2 * (i + 1) / f)):
+        return "the pair index i starts at 0: pair 0 turns by position · base ** 0 = position radians."
+    if turned_by(positions, base ** (2 * i / f)):
+        return "omega_i = base ** (−2i / f) falls with i: the exponent is negative."
+    want = wrap(positions.to(torch.float64)[:, None] * omega[None, :])
+    diff = wrap(got_angles - want).abs()
+    if not bool((diff > 1e-4).any()):   # right lengths and angles, yet different values: pairs moved around
+        return ("every pair is turned by the right angle, but the pairs are not where they were: rotate each "
+                "(x[2i], x[2i+1]) in place.")
+    first = [int(k) for k in torch.nonzero(diff > 1e-4)[0]]
+    *_, t, pair = first
+    return (f"the pairs keep their length, but the angles are off: pair {pair} at position "
+            f"{int(positions[t])} turns by {float(got_angles[tuple(first)]):.4f} rad, expected "
+            f"{float(want[t, pair]):.4f} (position · base ** (−2·{pair}/{f})).")
+
+
 def check_rope_rotation(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> ExerciseResult:
     """Check ``fn(x, positions, base) -> rotated x`` against :func:`ttt4rec_edu.rope.apply_rope`.
 
     ``x`` is ``(..., seq, f)`` float64, ``positions`` a ``LongTensor[seq]``; feature pair ``(x[2i], x[2i+1])``
     must be rotated by the angle ``position * base ** (-2i / f)``. Cases: a ``(5, 8)`` input with positions
-    0..4 at base 1000, a batched ``(2, 3, 6, 16)`` input with positions ``t mod 4`` at base 10000.
+    0..4 at base 1000, a batched ``(2, 3, 6, 16)`` input with positions ``t mod 4`` at base 10000. Tolerance
+    1e-5: angles computed in float32 (``torch.arange`` without a dtype) are fine.
     """
     name = "check_rope_rotation"
     gen = torch.Generator().manual_seed(2)
@@ -299,22 +373,22 @@ def check_rope_rotation(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.
                                         "RoPE returns a tensor shaped like its input.")
         if failure is not None:
             return _report(failure)
-        if _same(got_t, expected, atol=1e-9):
+        if _same(got_t, expected, atol=_ROPE_ATOL, rtol=0.0):
             continue
         message = f"for {where}: largest difference {_max_err(got_t, expected):.3g}"
         pair_norm = lambda t: t.unflatten(-1, (-1, 2)).norm(dim=-1)  # noqa: E731 - norms of the (2i, 2i+1) pairs
-        if _same(got_t, apply_rope(x, -positions, base), atol=1e-9):
+        if _same(got_t, apply_rope(x, -positions, base), atol=_ROPE_ATOL):
             hint = "you rotate the wrong way: x'[2i] = x[2i] cos − x[2i+1] sin, x'[2i+1] = x[2i+1] cos + x[2i] sin."
-        elif _same(got_t, _rope_half_split(x, positions, base), atol=1e-9):
+        elif _same(got_t, _rope_half_split(x, positions, base), atol=_ROPE_ATOL):
             hint = ("you pair feature i with feature i + f/2 (the 'rotate_half' layout); this book pairs "
                     "adjacent features (x[2i], x[2i+1]).")
         elif _same(got_t, x, atol=1e-12):
             hint = "your output equals the input: every pair must be turned by position * omega_i."
-        elif not _same(pair_norm(got_t), pair_norm(x), atol=1e-9):
+        elif not _same(pair_norm(got_t), pair_norm(x), atol=_ROPE_ATOL):
             hint = ("a rotation keeps the length of every (x[2i], x[2i+1]) pair; yours changes it — check that "
                     "cos and sin use the same angle for both members of a pair.")
         else:
-            hint = "the pairs keep their length, so the angles are off: omega_i = base ** (-2i / f), i = 0..f/2-1."
+            hint = _rope_angle_hint(x, got_t, positions, base, fn)
         return _report(_fail(name, message, hint))
     return _report(ExerciseResult(name, True, "matches apply_rope (interleaved pairs) on 2 cases, "
                                               "including batched inputs and positions t mod b."))
@@ -755,7 +829,8 @@ def check_meta_grad_linear(fn: Callable[..., Tuple[torch.Tensor, float]]) -> Exe
         first_order = torch.outer(q, r)
         second = -eta * float(q @ k) * torch.outer(k, r)
         ok_W = _same(got_W, exp_W, 1e-9)
-        ok_eta = abs(got_eta - exp_eta) <= 1e-9 + 1e-9 * abs(exp_eta)
+        tol = _LOW_PRECISION_TOL if getattr(got_W, "_ttt4rec_low_precision", False) else 1e-9
+        ok_eta = abs(got_eta - exp_eta) <= tol + tol * abs(exp_eta)
         if ok_W and ok_eta:
             continue
         if not ok_W:
@@ -777,7 +852,7 @@ def check_meta_grad_linear(fn: Callable[..., Tuple[torch.Tensor, float]]) -> Exe
             message = f"for {where}: grad_eta = {got_eta:.6g}, expected {exp_eta:.6g}"
             if abs(got_eta) < 1e-12:
                 hint = "η is learned too: L depends on η through W1 = W0 − η kᵀ(k W0 − v), so dL/dη ≠ 0."
-            elif abs(got_eta + exp_eta) <= 1e-9 + 1e-9 * abs(exp_eta):
+            elif abs(got_eta + exp_eta) <= tol + tol * abs(exp_eta):
                 hint = "the sign: dW1/dη = −kᵀ(k W0 − v), so dL/dη = −(q·k)(r·g) with g = k W0 − v."
             else:
                 hint = "dL/dη = ⟨qᵀr, −kᵀg⟩ = −(q·k)(r·g) with g = k W0 − v and r = q W1 − y."
@@ -922,6 +997,7 @@ def check_append_mask_token(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]]
         (torch.tensor([[3, 1, 4, 0, 0], [5, 9, 2, 6, 5], [7, 0, 0, 0, 0]]), torch.tensor([3, 5, 1]), 10, 5),
         (torch.tensor([[1, 2, 0, 0], [3, 0, 0, 0]]), torch.tensor([2, 1]), 8, 6),
         (torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.tensor([3, 3]), 7, 3),
+        (torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([3, 2]), 9, 5),   # a batch narrower than max_len
     )
     for item_seq, lengths, mask_token, max_len in cases:
         exp_seq, exp_len = _append_when_full(item_seq, lengths, mask_token, max_len)
@@ -955,7 +1031,12 @@ def check_append_mask_token(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]]
         overwrite = torch.zeros(item_seq.shape[0], ow_width, dtype=item_seq.dtype)
         overwrite[:, : min(ow_width, item_seq.shape[1])] = item_seq[:, :ow_width]
         overwrite[torch.arange(item_seq.shape[0]), lengths.clamp(max=max_len - 1)] = mask_token
-        if _same_ids(got_seq, at_end):
+        by_width, _ = _append_when_full(item_seq, lengths, mask_token, item_seq.shape[1])
+        if item_seq.shape[1] < max_len and _same_ids(got_seq, by_width):
+            hint = (f"a history is full only when it holds max_len = {max_len} items; this batch is only "
+                    f"{item_seq.shape[1]} wide, so a row of {item_seq.shape[1]} items still has room: widen the "
+                    "batch by one column instead of dropping the oldest item.")
+        elif _same_ids(got_seq, at_end):
             hint = ("right padding: the mask goes right after the last *real* item, at index lengths, not after "
                     "the padding at the end of the row.")
         elif seq_ok and not torch.equal(got_len, exp_len):
@@ -977,7 +1058,8 @@ def check_append_mask_token(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]]
                     "item), shift a full row left by one first, and pad the rest with 0.")
         return _report(_fail(name, message, hint))
     return _report(ExerciseResult(name, True, "matches append_token(..., always_drop_oldest=False) on rows with "
-                                              "room, full rows and a batch of full rows."))
+                                              "room, full rows, a batch of full rows and a batch narrower than "
+                                              "max_len."))
 
 
 def _always_drop(item_seq: torch.Tensor, lengths: torch.Tensor, mask_token: int, max_len: int):
