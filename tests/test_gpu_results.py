@@ -6,15 +6,17 @@ import math
 import pandas as pd
 import pytest
 
-from ttt4rec_edu.gpu_results import (GpuResultsError, calibration, describe, headline_table, load_gpu_results,
-                                     measured_epochs, newest_gpu_results, part_status, recalibrate)
+from ttt4rec_edu.gpu_results import (GpuResultsError, calibration, comparison_tables, describe, headline_table,
+                                     load_gpu_results, measured_epochs, newest_gpu_results, part_status,
+                                     recalibrate)
 
 FAKE_DEVICE = "FAKE TEST GPU (written by tests/test_gpu_results.py, nothing measured)"
 
 
 def fake_doc(date="2001-02-03", started="2001-02-03T10:00:00+00:00", tiny=False, sasrec_rate=20000.0):
     parts = {k: {"title": k, "status": "ok", "reason": None, "elapsed_s": 1.0, "result": {}} for k in "abcde"}
-    parts["c"]["result"] = {"batch_size": 2048, "data": {"name": "fake"}, "epochs": [
+    parts["c"]["result"] = {"batch_size": 2048, "data": {"name": "fake", "items": 12101, "max_len": 50},
+                            "epochs": [
         {"variant": "sasrec", "model": "sasrec", "options": {}, "train_samples": 50000,
          "epoch_s": 50000 / sasrec_rate, "train_samples_per_s": sasrec_rate, "eval_samples_per_s": 1e5,
          "peak_memory_mib": 900.0},
@@ -100,3 +102,31 @@ def test_calibration_counts_the_flops_with_estimate_costs():
     assert calib.loc["sasrec", "estimate_epoch_s"] == pytest.approx(50000 * per_sample * 1e9
                                                                     / (ESTIMATE_GPU_TFLOPS * 1e12))
     assert calib.loc["sasrec", "off_by"] == pytest.approx(2.5 / calib.loc["sasrec", "estimate_epoch_s"])
+
+
+def test_comparison_tables_are_labelled_with_device_and_date():
+    """What chapter 10 displays when a results file exists: three tables, each labelled."""
+    estimate = pd.DataFrame({"table": ["2", "2", "4"], "dataset": ["gowalla", "gowalla", "games"],
+                             "split": ["3:2:5", "3:2:5", "6:2:2"],
+                             "model": ["sasrec", "bert4rec", "ttt4rec-transformer-mlp"],
+                             "estimate_gpu_hours_all_seeds": [1.0, 3.0, 0.5]})
+    tables = comparison_tables(estimate, fake_doc(),
+                               train_gflop={"sasrec": 0.5, "ttt4rec-transformer-mlp": 2.0})
+    assert len(tables) == 3
+    for title, frame in tables.items():
+        assert FAKE_DEVICE in title and "2001-02-03" in title
+    epoch, cells, totals = tables.values()
+    assert any(FAKE_DEVICE in column for column in epoch.columns)
+    assert epoch.loc["sasrec", "estimate off by × (measured / estimated time)"] == pytest.approx(1.0)
+    recalibrated = [c for c in cells.columns if c.startswith("RECALIBRATED")][0]
+    assert cells[recalibrated].tolist()[0] == pytest.approx(1.0) and math.isnan(cells[recalibrated].tolist()[1])
+    assert cells[recalibrated].tolist()[2] == pytest.approx(0.5 * 1.0)   # 2 GFLOP × 5,000/s = 10 TFLOP/s
+    assert totals.loc["2", "cells without a measured model"] == 1
+    assert totals.loc["4", "ESTIMATE GPU hours (3 seeds)"] == 0.5
+
+
+def test_calibration_refuses_an_epoch_on_other_data():
+    doc = fake_doc()
+    doc["parts"]["c"]["result"]["data"] = {"name": "tiny synthetic", "items": 30, "max_len": 8}
+    with pytest.raises(GpuResultsError, match="Amazon Beauty's 12,101 items"):
+        calibration(doc, train_gflop={"sasrec": 0.5})

@@ -32,6 +32,8 @@ KIND = "ttt4rec_edu gpu_check"
 #: where ``scripts/gpu_check.py`` writes by default (in a source checkout)
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "book" / "results" / "gpu"
 PathLike = Union[str, Path]
+#: (items, context length) of the Amazon Beauty 5-core data that part c of the GPU check trains on
+BEAUTY_SHAPE = (12101, 50)
 
 
 class GpuResultsError(ValueError):
@@ -126,6 +128,12 @@ def calibration(doc: Mapping[str, Any], train_gflop: Optional[Mapping[str, float
 
     assumed = float(ESTIMATE_GPU_TFLOPS if assumed_tflops is None else assumed_tflops)
     epochs = measured_epochs(doc)
+    data = ((doc["parts"].get("c") or {}).get("result") or {}).get("data") or {}
+    if len(epochs) and (data.get("items"), data.get("max_len")) != BEAUTY_SHAPE:
+        raise GpuResultsError(
+            f"{doc.get('path', 'the results')}: part c ran on {data.get('name')!r} ({data.get('items')} items, "
+            f"context {data.get('max_len')}); the calibration counts FLOPs at Amazon Beauty's "
+            f"{BEAUTY_SHAPE[0]:,} items and context {BEAUTY_SHAPE[1]}")
     gflop = dict(beauty_train_gflop(epochs) if train_gflop is None else train_gflop)
     rows = []
     for variant, row in epochs.iterrows():
@@ -158,6 +166,40 @@ def recalibrate(estimate: pd.DataFrame, calib: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def comparison_tables(estimate: pd.DataFrame, doc: Mapping[str, Any],
+                      train_gflop: Optional[Mapping[str, float]] = None) -> Dict[str, pd.DataFrame]:
+    """What chapter 10 shows beside its estimate, every title and column labelled with the device and date:
+    the Beauty epoch estimated against measured per model, the estimate's cells recalibrated, and the totals
+    per table. ``{title: frame}``, in that order."""
+    label = f"{doc['device'].get('name')}, {doc['date']}"
+    calib = calibration(doc, train_gflop)
+    epoch = calib[["estimate_epoch_s", "measured_epoch_s", "measured_train_samples_per_s",
+                   "achieved_tflops", "off_by", "measured_peak_memory_mib"]].rename(columns={
+                       "estimate_epoch_s": "ESTIMATE epoch s",
+                       "measured_epoch_s": f"MEASURED epoch s ({label})",
+                       "measured_train_samples_per_s": "MEASURED samples/s",
+                       "achieved_tflops": "achieved TFLOP/s (counted FLOPs / measured time)",
+                       "off_by": "estimate off by × (measured / estimated time)",
+                       "measured_peak_memory_mib": "MEASURED peak memory MiB"})
+    recal = recalibrate(estimate, calib)
+    hours = ["estimate_gpu_hours_all_seeds", "recalibrated_gpu_hours_all_seeds"]
+    names = {"estimate_gpu_hours_all_seeds": "ESTIMATE GPU hours (3 seeds)",
+             "measured_off_by": f"off by × (MEASURED, {label})",
+             "recalibrated_gpu_hours_all_seeds": f"RECALIBRATED GPU hours ({label})"}
+    cells = recal[["table", "dataset", "split", "model", "estimate_gpu_hours_all_seeds", "measured_off_by",
+                   "recalibrated_gpu_hours_all_seeds"]].rename(columns=names)
+    totals = recal.groupby("table")[hours].sum(min_count=1).rename(columns=names)
+    totals["cells without a measured model"] = recal.groupby("table")["measured_off_by"].apply(
+        lambda s: int(s.isna().sum()))
+    return {f"One Amazon Beauty training epoch at batch {_batch(doc)}: ESTIMATE against MEASURED ({label})": epoch,
+            f"Every estimated cell, recalibrated by its model's measured factor ({label})": cells,
+            f"Per table: ESTIMATE and RECALIBRATED GPU hours ({label})": totals}
+
+
+def _batch(doc: Mapping[str, Any]) -> Any:
+    return ((doc["parts"].get("c") or {}).get("result") or {}).get("batch_size", "?")
+
+
 __all__ = ["DEFAULT_DIR", "GpuResultsError", "load_gpu_results", "gpu_result_files", "newest_gpu_results",
            "describe", "part_status", "headline_table", "measured_epochs", "beauty_train_gflop", "calibration",
-           "recalibrate"]
+           "recalibrate", "comparison_tables"]
