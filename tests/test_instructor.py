@@ -93,8 +93,13 @@ def test_difficulty_and_kind_rules(tmp_path):
         _md(":::{solution-start} ex-e\n:::"),
         _code("def check_mine(x):\n    return x\n\nassert check_mine(h)"),   # the solution's own helper
         _md(":::{solution-end}\n:::"),
+        _md(":::{exercise}\n:label: ex-f\nProve that the norm is kept.\n:::"),        # a proof is never ★
+        _md(":::{exercise}\n:label: ex-g\nMeasure it.\n:::"),
+        _md(":::{solution-start} ex-g\n:::"), _code("print(1)"), _md(":::{solution-end}\n:::"),
     ])
     got = {e.label: (e.kind, e.difficulty, e.check, e.title) for e in ik.read_exercises(nb)}
+    assert got.pop("ex-f") == ("thinking", 3, None, "Prove that the norm is kept.")
+    assert got.pop("ex-g") == ("thinking", 2, None, "Measure it.")        # its answer runs code
     assert got == {"ex-a": ("thinking", 1, None, "Explain why."),
                    "ex-b": ("thinking", 3, None, "Think hard."),
                    "ex-c": ("coding", 2, "check_ndcg", "Write `f(x)`."),
@@ -105,7 +110,7 @@ def test_difficulty_and_kind_rules(tmp_path):
     ov = ik.chapter_overview(nb)
     assert (ov.number, ov.title, ov.objectives, ov.prerequisites) == (7, "Demo", ["one thing;", "another thing."],
                                                                       "none.")
-    assert ov.exercise_minutes == 10 + 30 + 20 + 30 + 20
+    assert ov.exercise_minutes == 10 + 30 + 20 + 30 + 20 + 30 + 20
 
 
 def test_first_sentence_never_leaves_code_or_math_open():

@@ -29,9 +29,12 @@ Rules (also stated on the instructor page):
 
 - *kind*: ``coding`` when the solution (or, lacking code, the statement) calls a ``check_*`` function, else
   ``thinking``.
-- *difficulty* (1–3 stars): an explicit ``:class: difficulty-N`` option or an ``<!-- difficulty: N -->`` comment
-  in the exercise cell wins; otherwise thinking = 1, coding = 2, coding whose statement asks for a derivation or
-  proof (words "derive"/"derivation"/"prove", or an ``{eq}`` reference) = 3.
+- *difficulty* (1–3 stars), a measure of effort: an explicit ``:class: difficulty-N`` option or an
+  ``<!-- difficulty: N -->`` comment in the exercise cell wins; otherwise ★★★ when the statement asks for a proof
+  or a derivation (the words "prove", "proof", "show that", "derive"/"derivation", an ``{eq}`` reference) or is
+  a capstone, whatever its kind; ★★ for a coding exercise and for a thinking exercise whose reference answer
+  runs code (a computation, a measurement, a demonstration); ★ only for a question answered in a few sentences
+  (a thinking exercise whose solution has no code).
 - *estimated time* of a chapter: one minute per 150 words of prose and per 10 lines of code outside the
   solutions, plus 10 / 20 / 30 minutes per 1- / 2- / 3-star exercise, rounded up to 5 minutes.
 """
@@ -57,7 +60,7 @@ OPTION = re.compile(r"^:(?P<key>[\w-]+):[ \t]*(?P<value>.*)$")
 CHECK_CALL = re.compile(r"\b(check_\w+)\(\s*([A-Za-z_]\w*)\s*\)")
 DIFFICULTY_CLASS = re.compile(r"\bdifficulty-([123])\b")
 DIFFICULTY_COMMENT = re.compile(r"<!--\s*difficulty:\s*([123])\s*-->")
-DERIVATION = re.compile(r"\bderiv\w*|\bprove\b|\{eq\}", re.IGNORECASE)
+DERIVATION = re.compile(r"\bderiv\w*|\bprove\b|\bproof\b|\bshow that\b|\{eq\}|\bcapstone\b", re.IGNORECASE)
 ANSWER_TAG = "answer"                 # tag of the cells the export adds for the student's answers
 STARS = {1: "★", 2: "★★", 3: "★★★"}
 EXERCISE_MINUTES = {1: 10, 2: 20, 3: 30}
@@ -151,9 +154,11 @@ class Exercise:
         found = DIFFICULTY_CLASS.search(self.options.get("class", "")) or DIFFICULTY_COMMENT.search(self.statement)
         if found:                       # an explicit marker wins
             return int(found.group(1))
-        if self.kind == "thinking":
-            return 1
-        return 3 if DERIVATION.search(self.statement) else 2
+        if DERIVATION.search(self.statement):
+            return 3                    # a proof or a derivation, coding or not
+        if self.kind == "thinking" and not self.solution_code:
+            return 1                    # answered in a few sentences
+        return 2
 
     @property
     def title(self) -> str:
