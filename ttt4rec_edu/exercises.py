@@ -1633,6 +1633,110 @@ def check_arm_interval(fn: Callable[[object], Tuple[float, float, float]]) -> Ex
 __all__ += ["check_arm_interval"]
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Capstone (chapter 4): TTT-Linear's dual form from scratch, matched against the library's TTTLayer.dual
+# ------------------------------------------------------------------------------------------------------------
+
+def _ttt_linear_dual_variant(q, k, v, eta, tau, W, c, gamma, beta, b, *, ln_grad=True, residual_target=True,
+                             carry=True, bias=True, use_tau=True, diagonal=True, add_q=True):
+    """One head of TTT-Linear in the dual form, with one switch per typical mistake (all True: the right
+    answer). Shapes: q, k, v (L, f); eta (L,); tau (b,); W (f, f); c, gamma, beta (f,). Returns (L, f)."""
+    L = q.shape[0]
+    outputs = []
+    W_start, c_start = W, c
+    for s in range(0, L, b):
+        Q, K, V, n = q[s:s + b], k[s:s + b], v[s:s + b], min(b, L - s)
+        target = V - K if residual_target else V
+        Z = K @ W + c
+        G = ln_fused_l2_bwd(Z, target, gamma, beta) if ln_grad else Z - target
+        scale = tau[:n] if use_tau else torch.ones(n, dtype=q.dtype)
+        E = torch.tril(scale[:, None] * eta[s:s + n][None, :], 0 if diagonal else -1)
+        A = Q @ K.T + (1.0 if bias else 0.0)
+        Z_bar = Q @ W + c - (E * A) @ G
+        z_hat = torch.nn.functional.layer_norm(Z_bar, Z_bar.shape[-1:], eps=INNER_LN_EPS)
+        outputs.append((Q if add_q else 0.0) + gamma * z_hat + beta)
+        W_next = W - K.T @ (E[-1][:, None] * G)
+        c_next = c - (E[-1] @ G if bias else 0.0)
+        W, c = (W_next, c_next) if carry else (W_start, c_start)
+    return torch.cat(outputs)
+
+
+def _ttt_linear_library(q, k, v, eta, tau, W, c, gamma, beta, b):
+    """The library's answer: TTTLayer(f, 1 head, inner="linear", mini_batch_size=b).dual on one sequence."""
+    from .ttt import TTTLayer
+    f = q.shape[1]
+    layer = TTTLayer(f, 1, inner="linear", mini_batch_size=b).to(q.dtype)
+    with torch.no_grad():
+        layer.W1.copy_(W[None]); layer.b1.copy_(c[None])
+        layer.inner_ln_weight.copy_(gamma[None]); layer.inner_ln_bias.copy_(beta[None])
+        out, _ = layer.dual(q[None, None], k[None, None], v[None, None], eta[None, None], tau)
+    return out[0, 0]
+
+
+_CAPSTONE_MISTAKES = (
+    (dict(ln_grad=False), "g_j is the gradient *through the inner LayerNorm* (Chapter 3, eq-ln-grad; "
+                          "ln_fused_l2_bwd(K W + c, V − K, γ, β)), not K W + c − target."),
+    (dict(residual_target=False), "f(k; W) = k + LN(k W + c) has a residual, so the LayerNorm's target is "
+                                  "v − k, not v."),
+    (dict(carry=False), "carry the state: the next mini-batch starts from W_b = W − Kᵀ diag(E_b·) G and "
+                        "c_b = c − E_b· G, not from the initial W, c."),
+    (dict(bias=False), "the bias learns too: its share is the + 1 in tril(E ⊙ (Q Kᵀ + 1)) G, and the next "
+                       "state's bias is c − E_b· G."),
+    (dict(use_tau=False), "scale row i by τ_i: E_ij = τ_i η_j (j ≤ i), not η_j alone."),
+    (dict(diagonal=False), "keep the diagonal (torch.tril(·), not tril(·, -1)): token i reads its output after "
+                           "its own update."),
+    (dict(add_q=False), "the inner model's output is q_i + LN(z̄_i): add the residual q_i."),
+    (dict(ln_grad=False, carry=False), "two things at least: g_j goes through the inner LayerNorm, and the "
+                                       "state is carried from one mini-batch to the next."),
+)
+
+
+def check_ttt_linear_dual(fn: Callable[..., torch.Tensor]) -> ExerciseResult:
+    """Capstone: one head of the full TTT-Linear layer's inner loop in the dual form, matched against
+    :meth:`ttt4rec_edu.ttt.TTTLayer.dual`.
+
+    ``fn(q, k, v, eta, tau, W, c, gamma, beta, b) -> Z`` with q, k, v (L, f) (RoPE already applied), eta (L,)
+    the learned steps η_t, tau (b,) the scales τ_i, W (f, f) and c (f,) the start weights W_0, gamma and beta
+    (f,) the inner LayerNorm, b the mini-batch size. ``Z`` (L, f): row t is f(q_t; W_t) = q_t + LN(z̄_t).
+    Cases (float64, tolerance 1e-9): L = 13, f = 4, b = 4 (a partial last mini-batch) and L = 8, f = 3, b = 8,
+    with τ away from 1/i and random biases, so that each mistake of :data:`_CAPSTONE_MISTAKES` changes Z.
+    """
+    name = "check_ttt_linear_dual"
+    gen = torch.Generator().manual_seed(14)
+    for L, f, b in ((13, 4, 4), (8, 3, 8)):
+        q, k, v = (torch.randn(L, f, generator=gen, dtype=torch.float64) for _ in range(3))
+        eta = 0.05 + 0.3 * torch.rand(L, generator=gen, dtype=torch.float64)
+        tau = 1.0 / torch.arange(1, b + 1, dtype=torch.float64) + 0.2 * torch.rand(b, generator=gen,
+                                                                                   dtype=torch.float64)
+        W = 0.5 * torch.randn(f, f, generator=gen, dtype=torch.float64)
+        c = 0.5 * torch.randn(f, generator=gen, dtype=torch.float64)
+        gamma = 1.0 + 0.3 * torch.randn(f, generator=gen, dtype=torch.float64)
+        beta = 0.3 * torch.randn(f, generator=gen, dtype=torch.float64)
+        args = (q, k, v, eta, tau, W, c, gamma, beta, b)
+        expected = _ttt_linear_library(*args)
+        where = f"L={L}, f={f}, b={b}"
+        got, failure = _tensor_answer(name, fn, tuple(a.clone() if torch.is_tensor(a) else a for a in args),
+                                      expected, where, "Z has one row per token: shape (L, f).")
+        if failure is not None:
+            return _report(failure)
+        if _same(got, expected, 1e-9):
+            continue
+        message = f"for {where}: Z differs from TTTLayer.dual by up to {_max_err(got, expected):.3g}"
+        for flags, hint in _CAPSTONE_MISTAKES:
+            if _same(got, _ttt_linear_dual_variant(*args, **flags), 1e-9):
+                return _report(_fail(name, message, hint))
+        if L > b and _same(got[:b], expected[:b], 1e-9):
+            return _report(_fail(name, message, "the first mini-batch is right: check what the next one starts "
+                                                "from (W_b, c_b) and the partial last mini-batch (τ_1..τ_r)."))
+        return _report(_fail(name, message, "per mini-batch: G = ∂ℓ/∂(K W + c) through the LayerNorm "
+                                            "(target V − K), Z̄ = Q W + c − tril(E ⊙ (Q Kᵀ + 1)) G with "
+                                            "E_ij = τ_i η_j, output Q + LN(Z̄), then carry W_b, c_b."))
+    return _report(ExerciseResult(name, True, "Z equals TTTLayer.dual (TTT-Linear, one head) for b = 4 with a "
+                                              "partial last mini-batch and for b = 8."))
+
+
+__all__ += ["check_ttt_linear_dual"]
+
 if __name__ == "__main__":   # python -m ttt4rec_edu.exercises {index,export,grade}: the instructor tools
     from .instructor import main
     raise SystemExit(main())
