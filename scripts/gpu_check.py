@@ -164,15 +164,18 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def json_safe(obj: Any) -> Any:
-    """Plain JSON: numpy/torch scalars to Python numbers, non-finite floats to ``None`` (strict JSON has none)."""
+def json_safe(obj: Any, found: Optional[List[str]] = None, path: str = "$") -> Any:
+    """Plain JSON: numpy/torch scalars to Python numbers, non-finite floats to ``None`` (strict JSON has none);
+    the paths of those non-finite values are appended to ``found``."""
     if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v, found, f"{path}.{k}") for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
+        return [json_safe(v, found, f"{path}[{i}]") for i, v in enumerate(obj)]
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
+        if found is not None:
+            found.append(f"{path} = {obj}")
         return None
     return obj
 
@@ -202,7 +205,11 @@ class Report:
         self.doc["elapsed_s"] = round(time.monotonic() - T0, 2)
         self.doc["headline"] = headline(self.doc)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.json_path, json.dumps(json_safe(self.doc), indent=2, allow_nan=False) + "\n")
+        found: List[str] = []
+        safe = json_safe({k: v for k, v in self.doc.items() if k != "non_finite_values"}, found)
+        # a NaN or infinity measured anywhere is written as null and listed here, never silently dropped
+        safe["non_finite_values"] = self.doc["non_finite_values"] = found
+        _atomic_write(self.json_path, json.dumps(safe, indent=2, allow_nan=False) + "\n")
         _atomic_write(self.md_path, markdown(self.doc))
 
 
@@ -289,6 +296,8 @@ def markdown(doc: Dict[str, Any]) -> str:
     out.append(f"Written by `{doc['command']}`; torch {env.get('torch')}, CUDA {env.get('cuda')}, Python "
                f"{env.get('python')}; deadline {doc['deadline_s']:.0f} s, elapsed {doc.get('elapsed_s', 0):.0f} s; "
                f"data: {(c.get('data') or {}).get('name', '—')}.\n")
+    if doc.get("non_finite_values"):
+        out.append("**Non-finite values** (written as null): " + "; ".join(doc["non_finite_values"][:20]) + "\n")
     out.append("## Headline figures (ratios measured in this run)\n")
     out.append(_md_table(doc.get("headline", []), [("figure", "figure"), ("value", "ratio"),
                                                     ("goal", "goal"), ("met", "met"), ("how", "how")]))

@@ -59,6 +59,7 @@ def test_tiny_cpu_run_checks_every_part(tmp_path):
         assert part["status"] == "ok" or (part["status"] == "skipped" and part["reason"]), (key, part)
     for path, value in numbers(doc):
         assert math.isfinite(value), path
+    assert doc["non_finite_values"] == []     # none was replaced by null either
     script = load_script()
     variants = [v for v, _, _ in script.model_variants()]
     assert {"ttt4rec-transformer-mlp", "ttt4rec-transformer-linear", "ttt4rec-mamba-mlp",
@@ -188,4 +189,6 @@ def test_headline_ratios_and_goals():
     assert rows["token_loop_vs_dual_L100"]["value"] == 15.0 and rows["token_loop_vs_dual_L100"]["met"] is True
     assert rows["fp32_vs_bf16_ttt4rec_epoch"]["value"] == pytest.approx(1.2)
     assert rows["fp32_vs_bf16_ttt4rec_epoch"]["met"] is False
-    assert script.json_safe({"x": float("nan"), "y": [float("inf"), 1.0]}) == {"x": None, "y": [None, 1.0]}
+    found = []
+    assert script.json_safe({"x": float("nan"), "y": [float("inf"), 1.0]}, found) == {"x": None, "y": [None, 1.0]}
+    assert found == ["$.x = nan", "$.y[0] = inf"]
