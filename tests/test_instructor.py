@@ -434,3 +434,29 @@ def test_book_defaults_to_the_one_beside_the_library(tmp_path):
     assert proc.returncode == 0, proc.stderr
     student = json.loads((tmp_path / "h" / "02_rope_student.ipynb").read_text())
     assert student["metadata"]["ttt4rec"] == {"chapter": 2, "notebook": "02_rope.ipynb"}
+
+
+@pytest.mark.slow
+def test_library_under_tmp_stays_visible_inside_the_private_tmp(tmp_path):
+    """A fresh clone in /tmp (the instructor guide's walk-through): the grader hides the machine's /tmp from
+    the notebook but must keep the library it imports visible (read-only)."""
+    import shutil
+    lib = tmp_path / "clone"
+    shutil.copytree(REPO / "ttt4rec_edu", lib / "ttt4rec_edu",
+                    ignore=shutil.ignore_patterns("__pycache__", "resources"))
+    shutil.copytree(REPO / "ttt4rec_edu" / "resources", lib / "ttt4rec_edu" / "resources")
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    good = {"ex-protocol-split": CORRECT_SPLIT, "ex-protocol-ndcg": CORRECT_NDCG}
+    (subs / "a.ipynb").write_text(json.dumps(_submission(good)), encoding="utf-8")
+    out = tmp_path / "g.csv"
+    proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", "grade", "--submissions", str(subs),
+                           "--out", str(out), "--book", str(BOOK), "--timeout", "300"], cwd=lib,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    with out.open(newline="", encoding="utf-8") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["status"] == "ok", row
+    report = (tmp_path / "g_reports" / "a.md").read_text()
+    if "private /tmp" in report and str(tmp_path).startswith("/tmp/"):
+        assert f"read-only inside: {lib.resolve()}" in report

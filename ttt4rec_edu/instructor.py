@@ -602,34 +602,49 @@ def _unshare_network() -> str:
     return "cut (own empty network namespace)"
 
 
-def _private_tmp(size_mb: int) -> str:
+def _private_tmp(size_mb: int, keep: Sequence[str] = ()) -> str:
     """Own mount namespace with fresh, empty /tmp, /var/tmp and /dev/shm; the submission's folder (the current
-    one) reappears as /tmp/submission and becomes the current folder. Needs root, or the user namespace that
-    :func:`_unshare_network` made."""
+    one) reappears as /tmp/submission and becomes the current folder, and every folder of ``keep`` that lies in
+    one of them (the library, the interpreter, when they live under /tmp) reappears read-only at its own path.
+    Needs root, or the user namespace that :func:`_unshare_network` made."""
     import ctypes
     libc = _libc()
     clone_newns, ms_rec, ms_private, ms_bind, ms_nosuid, ms_nodev = 0x20000, 0x4000, 1 << 18, 4096, 2, 4
+    ms_remount, ms_rdonly = 32, 1
     if libc.unshare(clone_newns) != 0:
         return f"shared with the machine (unshare failed: {os.strerror(ctypes.get_errno())})"
     if libc.mount(b"none", b"/", None, ms_rec | ms_private, None) != 0:
         return f"shared with the machine (mount failed: {os.strerror(ctypes.get_errno())})"
+    folders = [f for f in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(f)]
+    kept = sorted({os.path.realpath(k) for k in keep if any(os.path.realpath(k).startswith(f + "/")
+                                                            for f in folders) and os.path.isdir(k)})
+    handles = {path: os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in kept}
     here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
-    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(folder):
-            if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", ms_nosuid | ms_nodev,
-                          f"size={size_mb}m,mode=1777".encode()) != 0:
-                return f"{folder} shared with the machine (mount failed: {os.strerror(ctypes.get_errno())})"
+
+    def bind(fd: int, target: str, read_only: bool) -> None:
+        os.makedirs(target, exist_ok=True)
+        if libc.mount(f"/proc/self/fd/{fd}".encode(), target.encode(), None, ms_bind, None) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot bind {target} into the private /tmp")
+        if read_only:
+            libc.mount(None, target.encode(), None, ms_bind | ms_remount | ms_rdonly, None)
+
+    for folder in folders:
+        if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", ms_nosuid | ms_nodev,
+                      f"size={size_mb}m,mode=1777".encode()) != 0:
+            return f"{folder} shared with the machine (mount failed: {os.strerror(ctypes.get_errno())})"
+    for path, fd in handles.items():
+        bind(fd, path, read_only=True)
+        os.close(fd)
     target = "/tmp/submission"
-    os.mkdir(target)
-    if libc.mount(f"/proc/self/fd/{here}".encode(), target.encode(), None, ms_bind, None) != 0:
-        raise OSError(ctypes.get_errno(), "cannot bind the submission's folder into the private /tmp")
+    bind(here, target, read_only=False)
     os.chdir(target)
     os.close(here)
     home = os.environ.get("HOME", "")
     for key in ("HOME", "IPYTHONDIR", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
         if home and key in os.environ and os.environ[key].startswith(home):
             os.environ[key] = target + os.environ[key][len(home):]
-    return f"private /tmp, /var/tmp, /dev/shm ({size_mb} MiB each); the notebook runs in {target}"
+    return (f"private /tmp, /var/tmp, /dev/shm ({size_mb} MiB each); the notebook runs in {target}" +
+            (f"; read-only inside: {', '.join(kept)}" if kept else ""))
 
 
 def _drop_privileges(uid: int, gid: int, keep_read: bool) -> None:
@@ -710,7 +725,10 @@ def _worker() -> None:   # pragma: no cover - runs in the child process (tests d
         os.write(fd, f"{line}\t{mac}\n".encode())
 
     setup = {"network": _unshare_network() if config["cut_network"] else "not cut (--allow-network)"}
-    setup["temporary folders"] = _private_tmp(int(config["limits"]["file_mb"]))
+    setup["temporary folders"] = _private_tmp(int(config["limits"]["file_mb"]),
+                                              keep=(str(Path(config["checks"]).parents[1]), sys.prefix,
+                                                    sys.base_prefix, os.path.dirname(os.path.realpath(
+                                                        sys.executable))))
     import numpy  # noqa: F401  (loaded before any student code, like everything the checks use)
     import pandas  # noqa: F401
     import torch  # noqa: F401
