@@ -11,7 +11,13 @@ request (printed) and as missing math or widgets. The tests then assert, page by
 - pages with saved widget state render their widgets, and on the welcome chapter the jslinked readout
   follows the slider with no kernel;
 - exercises are present, and each dropdown solution starts hidden and opens on click;
-- chapter pages offer the Colab launch link built from ``repository.url`` and the ``.ipynb`` download.
+- chapter pages offer the Colab launch link built from ``repository.url`` and the ``.ipynb`` download;
+- at the 1280-px viewport no display equation and no code block is wider than its container (with every
+  folded cell, ``<details>`` and dropdown opened first, so hidden code is measured too);
+- every figure (a ``<figure>`` or a cell's output image) has a caption, or a sentence that reads it: the first
+  text after the figure's cell (later code cells skipped) is a paragraph, list or admonition, not a heading,
+  or the paragraph just before the cell ends with a colon that introduces it;
+- the "Check your understanding" answers start hidden.
 
 Full-page screenshots go to ``artifacts/screenshots/`` (git-ignored) for a human to look at.
 ``make test`` builds the book first; run alone, the tests skip when ``_build/html`` is missing.
@@ -50,6 +56,9 @@ class PageReport:
     solutions: Dict[str, object] = field(default_factory=dict)
     links: List[str] = field(default_factory=list)
     screenshot: Path | None = None
+    overflow: List[str] = field(default_factory=list)
+    figures: Dict[str, object] = field(default_factory=dict)
+    quiz: Dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -131,8 +140,93 @@ def _visit(browser, path: Path) -> PageReport:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     report.screenshot = SCREENSHOTS / (report.name.replace("/", "__").removesuffix(".html") + ".png")
     page.screenshot(path=str(report.screenshot), full_page=True)
+    report.quiz = page.evaluate(QUIZ_JS)
+    report.figures = page.evaluate(FIGURES_JS)
+    # open everything that is folded (hide-input cells, dropdown solutions and answers), then measure widths
+    page.evaluate("() => { document.querySelectorAll('details').forEach(d => { d.open = true; }); "
+                  "document.querySelectorAll('button.toggle-button').forEach(b => { "
+                  "if (b.classList.contains('toggle-button-hidden') || "
+                  "b.getAttribute('aria-expanded') !== 'true') b.click(); }); }")
+    page.wait_for_timeout(400)
+    report.overflow = page.evaluate(OVERFLOW_JS)
     context.close()
     return report
+
+
+# Display equations (div.math, typeset by MathJax) and code blocks (div.highlight pre, outside the stream and
+# text outputs of cells) that are wider than the box they sit in: the reader would have to scroll, or the page
+# cuts them off (an ``overflow: hidden`` parent). 1 px of tolerance for sub-pixel rounding.
+OVERFLOW_JS = """() => {
+  const found = [];
+  const tol = 1;
+  const visible = el => el.clientWidth > 0 && el.getClientRects().length > 0;
+  document.querySelectorAll('div.math').forEach(el => {
+    if (!visible(el)) return;
+    const box = el.clientWidth;
+    const inner = el.querySelector('mjx-container');
+    const math = el.querySelector('mjx-math');
+    const wide = Math.max(el.scrollWidth, inner ? inner.scrollWidth : 0,
+                          math ? math.getBoundingClientRect().width : 0);
+    if (wide > box + tol) {
+      const tex = (el.getAttribute('id') || '') + ' ' + (el.textContent || '').trim().slice(0, 60);
+      found.push(`equation ${tex}: ${Math.round(wide)} px in a ${box} px box`);
+    }
+  });
+  document.querySelectorAll('div.highlight pre').forEach(el => {
+    if (!visible(el) || el.closest('.output.stream, .output.text_plain, .output.traceback, .output.stderr'))
+      return;
+    if (el.scrollWidth > el.clientWidth + tol) {
+      const longest = Math.max(...el.textContent.split('\\n').map(l => l.length));
+      const first = el.textContent.split('\\n').find(l => l.length === longest) || '';
+      found.push(`code block: ${el.scrollWidth} px in a ${el.clientWidth} px box, longest line ` +
+                 `${longest} characters: ${first.trim().slice(0, 70)}`);
+    }
+  });
+  return found;
+}"""
+
+# Figures: a <figure> needs a <figcaption>; an image in a cell's output needs a sentence that reads it, i.e. the
+# first element after its cell that is not a code cell is text (paragraph, list, admonition, block quote), or
+# the element just before its cell is a paragraph ending with a colon. Widget frames are not figures.
+FIGURES_JS = """() => {
+  const textual = el => el && /^(P|UL|OL|DL|BLOCKQUOTE)$/.test(el.tagName)
+                        || (el && el.classList && el.classList.contains('admonition'));
+  const words = el => (el && el.textContent || '').trim().split(/\\s+/).filter(Boolean).length;
+  const isCell = el => el && el.classList && el.classList.contains('cell');
+  const missing = [];
+  let count = 0;
+  document.querySelectorAll('figure').forEach(fig => {
+    count += 1;
+    if (!fig.querySelector('figcaption')) missing.push('a <figure> without <figcaption>');
+  });
+  document.querySelectorAll('div.cell_output img').forEach(img => {
+    if (img.closest('figure') || img.closest('.jupyter-widgets, .widget-html, .widget-box')) return;
+    count += 1;
+    const cell = img.closest('div.cell');
+    if (!cell) return;
+    let next = cell.nextElementSibling;
+    while (isCell(next)) next = next.nextElementSibling;
+    if (textual(next) && words(next) >= 8) return;
+    let prev = cell.previousElementSibling;
+    while (isCell(prev)) prev = prev.previousElementSibling;
+    if (prev && prev.tagName === 'P' && /:\\s*$/.test(prev.textContent.trim())) return;
+    const source = (cell.querySelector('.cell_input') || cell).textContent.trim().split('\\n')[0];
+    missing.push(`image of the cell starting "${source.slice(0, 60)}"`);
+  });
+  return {count, missing};
+}"""
+
+QUIZ_JS = """() => {
+  const boxes = Array.from(document.querySelectorAll('div.admonition'))
+    .filter(el => (el.querySelector('.admonition-title') || {}).textContent === 'Check your understanding');
+  const answers = boxes.map(b => b.querySelector('div.admonition.dropdown')).filter(Boolean);
+  const shown = answers.filter(a => {
+    const body = Array.from(a.children).filter(c => !c.classList.contains('admonition-title')
+                                                 && c.tagName !== 'BUTTON');
+    return body.some(c => getComputedStyle(c).visibility !== 'hidden' && c.getBoundingClientRect().height > 0);
+  });
+  return {boxes: boxes.length, answers: answers.length, shown: shown.length};
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +346,30 @@ def test_chapter_9_shows_the_committed_comparison_with_error_bars(reports):
     assert ch9.source.count(" ± ") >= 7 * 4, "chapter 9's table lacks mean ± std for the 7 variants × 4 metrics"
     figures = len(re.findall(r'<img[^>]+src="[^"]*_images/', ch9.source))
     assert figures >= 4, f"chapter 9 shows only {figures} figures (comparison, curves, by length, differences)"
+
+
+def test_no_display_equation_or_code_block_overflows_at_1280px(reports):
+    """Issue 14, point 9: at a 1280-px window nothing is cut at the right edge or needs horizontal scrolling."""
+    overflowing = {name: r.overflow for name, r in reports.items() if r.overflow}
+    for name, items in overflowing.items():
+        print(name, *items, sep="\n  ")
+    assert not overflowing, f"wider than their container at 1280 px: {overflowing}"
+
+
+def test_every_figure_has_a_caption_or_a_sentence_that_reads_it(reports):
+    total = sum(r.figures.get("count", 0) for r in reports.values())
+    assert total >= 20, f"only {total} figures found in the whole book: is the figure detection broken?"
+    unread = {name: r.figures["missing"] for name, r in reports.items() if r.figures.get("missing")}
+    for name, items in unread.items():
+        print(name, *items, sep="\n  ")
+    assert not unread, f"figures with neither a caption nor a sentence after them: {unread}"
+
+
+def test_check_your_understanding_in_chapters_0_to_8_with_hidden_answers(reports):
+    for number in range(9):
+        name = next((n for n in reports if re.match(rf"book/{number:02d}_", n)), None)
+        assert name is not None, f"chapter {number} was not built"
+        quiz = reports[name].quiz
+        assert quiz["boxes"] >= 1, f"{name}: no 'Check your understanding' box"
+        assert quiz["answers"] == quiz["boxes"], f"{name}: a question box without its hidden answers"
+        assert quiz["shown"] == 0, f"{name}: {quiz['shown']} answer boxes are open before a click"
