@@ -134,6 +134,18 @@ def add_loss_chunk_option(group) -> None:
                             "chunk (default auto; all give the same loss)")
 
 
+def add_protocol_options(group, timestamps: bool = True, ties: bool = True) -> None:
+    """``--timestamps`` and ``--ties``: the evaluation protocol's two RecBole details (see the data chapter)."""
+    if timestamps:
+        group.add_argument("--timestamps", choices=("recbole", "exact"), default="recbole",
+                           help="sort each user's interactions by float32 times as RecBole does (recbole, the "
+                                "default) or by the exact float64 values (exact)")
+    if ties:
+        group.add_argument("--ties", choices=("average", "optimistic", "pessimistic"), default="average",
+                           help="items scoring exactly like the target: expected HR/NDCG over random tie "
+                                "orders (average, the default), target first (optimistic) or last")
+
+
 def _on_off(text: str) -> bool:
     value = text.strip().lower()
     if value in {"on", "true", "yes", "1"}:
@@ -186,6 +198,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="drop items with fewer interactions (default: the dataset's setting)")
     g.add_argument("--cache-dir", default=None, metavar="DIR", help="download cache (default: data/ cache)")
     g.add_argument("--offline", action="store_true", help="never download; use the cache and mirrors only")
+    add_protocol_options(g, ties=False)
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -242,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adapt-at-test", type=_on_off, default=True, metavar="on|off",
                    help="off: switch test-time adaptation off during evaluation (models that support it)")
     add_loss_chunk_option(g)
+    add_protocol_options(g, timestamps=False)
+    g.add_argument("--loss-columns", choices=("items", "all"), default="items",
+                   help="softmax over the items 1..N (default) or over all N + 1 columns, padding included, "
+                        "as the official TTT4Rec code")
     g.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/MODEL-DATA)")
     g.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     g.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
@@ -308,7 +325,7 @@ def _build_model(name: str, num_items: int, max_len: int, overrides: Dict[str, A
 
 def load_data_source(name_or_path: str, format: Optional[str] = None, min_user_inter: Optional[int] = None,
                      min_item_inter: Optional[int] = None, cache_dir: Optional[str] = None,
-                     offline: bool = False):
+                     offline: bool = False, timestamps: str = "recbole"):
     """The ``SequenceData`` named by a ``--data`` value: a registry name, a file path or ``synthetic``
     (the drift generator's defaults). Shared by ``train``, ``data stats`` and ``reproduce``."""
     from . import data as data_pkg
@@ -316,13 +333,15 @@ def load_data_source(name_or_path: str, format: Optional[str] = None, min_user_i
     if str(name_or_path).strip().lower() == "synthetic":
         return data_pkg.make_drift_data()
     return data_pkg.load_dataset(name_or_path, format=format, min_user_inter=min_user_inter,
-                                 min_item_inter=min_item_inter, cache_dir=cache_dir, download=not offline)
+                                 min_item_inter=min_item_inter, cache_dir=cache_dir, download=not offline,
+                                 timestamps=timestamps)
 
 
 def _load_data(args):
     """The ``SequenceData`` named by ``--data`` (registry name, file path or ``synthetic``)."""
     return load_data_source(args.data, format=args.format, min_user_inter=args.min_user_inter,
-                            min_item_inter=args.min_item_inter, cache_dir=args.cache_dir, offline=args.offline)
+                            min_item_inter=args.min_item_inter, cache_dir=args.cache_dir, offline=args.offline,
+                            timestamps=args.timestamps)
 
 
 def _effective_max_len(args, data) -> int:
@@ -358,6 +377,9 @@ def cmd_data_stats(args) -> int:
     data, splits, stats, max_len = _stats_and_splits(args)
     keys = ("users", "items", "interactions", "avg_seq_len", "train", "valid", "test")
     out = {k: stats[k] for k in keys}
+    if "users_order_differs" in data.meta:  # read from a file: RecBole's float32 times vs the exact ones
+        keys += ("timestamps", "users_order_differs")
+        out.update(timestamps=args.timestamps, users_order_differs=data.meta["users_order_differs"])
     if args.json:
         print(json.dumps({**out, "name": data.name, "max_len": max_len, "split": args.split}))
     else:
@@ -401,11 +423,13 @@ def _train(args, context) -> int:
                          eval_batch_size=args.eval_batch_size, patience=args.patience, seed=args.seed,
                          device=device, bf16=args.bf16, max_train_batches=args.max_train_batches,
                          adapt_at_test=args.adapt_at_test, loss_chunk=args.loss_chunk,
-                         progress=not args.no_progress and is_main)
+                         progress=not args.no_progress and is_main, ties=args.ties,
+                         loss_columns=args.loss_columns)
     set_seed(args.seed)  # the model's initial weights depend on the seed too
     model = _build_model(args.model, splits.num_items, max_len, overrides)
     run_info = {"model": args.model, "model_options": overrides, "data": args.data, "format": args.format,
-                "data_name": data.name, "max_len": max_len, "split": args.split}
+                "data_name": data.name, "max_len": max_len, "split": args.split,
+                "timestamps": args.timestamps}
     result = train(model, splits, config, out_dir=out_dir, resume=args.resume, data_stats=stats,
                    run_info=run_info, dist=context)
     if not is_main:

@@ -212,8 +212,13 @@ class RunSettings:
     cache_dir: Optional[str] = None
     offline: bool = False
     progress: bool = False
+    timestamps: str = "recbole"             # RecBole's float32 times, or "exact" (ttt4rec_edu.data.filtering)
+    ties: str = "average"                   # tied scores in HR/NDCG (ttt4rec_edu.metrics)
 
-    RESULT_SHAPING = ("epochs", "patience", "batch_size", "max_train_batches", "max_users", "data_source")
+    RESULT_SHAPING = ("epochs", "patience", "batch_size", "max_train_batches", "max_users", "data_source",
+                      "timestamps", "ties")
+    # Result-shaping settings added later: a run recorded without them was made with these (the old behaviour).
+    LEGACY_SHAPING = {"timestamps": "exact", "ties": "optimistic"}
 
     def shaping(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.RESULT_SHAPING}
@@ -229,7 +234,7 @@ def _load_cell_data(experiment: Experiment, settings: RunSettings):
     from .data import SequenceData, get_dataset_info
 
     data = load_data_source(settings.data_source or experiment.dataset, cache_dir=settings.cache_dir,
-                            offline=settings.offline)
+                            offline=settings.offline, timestamps=settings.timestamps)
     if settings.max_users is not None:
         data = SequenceData(data.sequences[:settings.max_users], data.num_items,
                             name=f"{data.name}[:{settings.max_users} users]", meta=dict(data.meta))
@@ -266,10 +271,12 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
             done.add((exp.run_key, seed))
             if (target / "metrics.json").exists() and (target / "experiment.json").exists():
                 recorded = json.loads((target / "experiment.json").read_text()).get("settings", {})
+                recorded = {**RunSettings.LEGACY_SHAPING, **recorded}
                 if recorded != settings.shaping():
                     raise ExperimentError(
                         f"{target} was finished with settings {recorded}, now {settings.shaping()}; "
-                        "results of different settings must not be mixed — use another --out folder")
+                        "results of different settings must not be mixed — use another --out folder "
+                        "(or the same --timestamps / --ties)")
                 log(f"skip (finished): {exp.run_key} seed {seed}")
                 continue
             key = (exp.dataset, exp.split)
@@ -283,6 +290,7 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
             overrides = exp.model_overrides()
             model = build_model(exp.model, splits.num_items, splits.max_len, **overrides)
             config = TrainConfig(seed=seed, device=settings.device, adapt_at_test=exp.adapt_at_test,
+                                 ties=settings.ties,
                                  loss_chunk=settings.loss_chunk, bf16=settings.bf16, progress=settings.progress,
                                  **({"epochs": settings.epochs} if settings.epochs is not None else {}),
                                  **({"patience": settings.patience} if settings.patience is not None else {}),
@@ -669,7 +677,7 @@ def _reproduce_epilog() -> str:
 
 def add_reproduce_parser(commands) -> argparse.ArgumentParser:
     """The ``reproduce`` subcommand (added to the command line's subparsers)."""
-    from .__main__ import _RAW, _non_negative_int, _positive_int, add_loss_chunk_option
+    from .__main__ import _RAW, _non_negative_int, _positive_int, add_loss_chunk_option, add_protocol_options
 
     p = commands.add_parser("reproduce", help="rerun the paper's tables and compare with its numbers",
                             formatter_class=_RAW, epilog=_reproduce_epilog(),
@@ -699,6 +707,7 @@ def add_reproduce_parser(commands) -> argparse.ArgumentParser:
                    help="keep only the first N users of each dataset")
     g.add_argument("--data", default=None, metavar="NAME_OR_PATH",
                    help="replace every dataset by this one (a registry name, a file, or 'synthetic')")
+    add_protocol_options(g)
     t = p.add_argument_group("training")
     add_loss_chunk_option(t)
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
@@ -728,7 +737,8 @@ def cmd_reproduce(args) -> int:
                            max_train_batches=args.max_train_batches,
                            max_users=args.max_users, data_source=args.data, device=args.device,
                            loss_chunk=args.loss_chunk, bf16=args.bf16, cache_dir=args.cache_dir,
-                           offline=args.offline, progress=args.progress)
+                           offline=args.offline, progress=args.progress, timestamps=args.timestamps,
+                           ties=args.ties)
     out = Path(args.out)
     if args.dry_run:
         for exp in experiments:

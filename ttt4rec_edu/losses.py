@@ -14,6 +14,12 @@ pass *recomputes* each chunk's logits and uses
 
 with ``p_bj = exp(s_bj − lse_b)``. The result equals ``F.cross_entropy(h @ E.T, y)`` (column 0 set to −inf)
 up to floating-point summation order; ``tests/test_losses.py`` checks loss and both gradients.
+
+The columns (:data:`LOSS_COLUMNS`). The sum above runs over the real items ``j = 1..N`` (``"items"``, this
+project's default). The official TTT4Rec code (RecBole's ``CE`` loss) takes the softmax over all ``N + 1``
+logits, the padding item 0 included (``"all"``): padding is then one extra negative that is never a target,
+and the loss is a little larger (the padding logit adds to the log-sum-exp). Both functions take ``include_padding=True`` for it. Whether the choice changes the trained
+models' metrics has not been measured here (that needs a multi-seed A/B on Amazon Beauty, CPU hours).
 """
 from __future__ import annotations
 
@@ -23,12 +29,26 @@ import torch
 import torch.nn.functional as F
 
 
-def full_cross_entropy(hidden: torch.Tensor, item_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+LOSS_COLUMNS = ("items", "all")  # softmax over items 1..N (default) or over all N + 1 columns (official code)
+
+
+def check_loss_columns(columns: str) -> str:
+    """``columns`` if it is one of :data:`LOSS_COLUMNS`, else ``ValueError`` naming the choices."""
+    if columns not in LOSS_COLUMNS:
+        raise ValueError(f"loss columns must be one of {', '.join(LOSS_COLUMNS)}, got {columns!r}")
+    return columns
+
+
+def full_cross_entropy(hidden: torch.Tensor, item_table: torch.Tensor, targets: torch.Tensor,
+                       include_padding: bool = False) -> torch.Tensor:
     """Plain cross-entropy over all items: ``hidden (B, d)``, ``item_table (N+1, d)``, ``targets (B,)``.
 
-    Materialises the ``(B, N+1)`` logits; column 0 (padding) never receives probability mass.
+    Materialises the ``(B, N+1)`` logits; column 0 (padding) never receives probability mass, unless
+    ``include_padding`` (the official code's loss over all ``N + 1`` columns).
     """
     logits = hidden @ item_table.T
+    if include_padding:
+        return F.cross_entropy(logits, targets)
     padding_column = torch.zeros_like(logits[0], dtype=torch.bool)
     padding_column[0] = True
     return F.cross_entropy(logits.masked_fill(padding_column, float("-inf")), targets)
@@ -36,13 +56,14 @@ def full_cross_entropy(hidden: torch.Tensor, item_table: torch.Tensor, targets: 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, item_table: torch.Tensor, targets: torch.Tensor, chunk: int):
+    def forward(ctx, hidden: torch.Tensor, item_table: torch.Tensor, targets: torch.Tensor, chunk: int,
+                first: int = 1):
         batch = hidden.shape[0]
         num_rows = item_table.shape[0]
         acc = torch.promote_types(hidden.dtype, torch.float32)  # accumulate in at least fp32 (bf16 autocast)
         running_max = torch.full((batch,), float("-inf"), dtype=acc, device=hidden.device)
         running_sum = torch.zeros(batch, dtype=acc, device=hidden.device)
-        for start in range(1, num_rows, chunk):  # row 0 is padding: it never takes part in the softmax
+        for start in range(first, num_rows, chunk):  # first = 1: row 0 (padding) is not in the softmax
             logits = (hidden @ item_table[start:start + chunk].T).to(acc)
             chunk_max = logits.max(dim=1).values
             new_max = torch.maximum(running_max, chunk_max)
@@ -53,6 +74,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         target_logit = (hidden * item_table[targets]).sum(dim=1).to(acc)
         ctx.save_for_backward(hidden, item_table, targets, lse)
         ctx.chunk = chunk
+        ctx.first = first
         return (lse - target_logit).mean().to(hidden.dtype)
 
     @staticmethod
@@ -65,7 +87,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         h = hidden.to(acc)
         grad_hidden = torch.zeros(hidden.shape, dtype=acc, device=hidden.device)
         grad_table = torch.zeros(item_table.shape, dtype=acc, device=item_table.device)
-        for start in range(1, item_table.shape[0], chunk):
+        for start in range(ctx.first, item_table.shape[0], chunk):
             rows = item_table[start:start + chunk].to(acc)
             probs = torch.exp(h @ rows.T - lse[:, None]) * scale   # (B, chunk): softmax × upstream grad / B
             grad_hidden += probs @ rows
@@ -73,22 +95,23 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         # the −s_{b, y_b} term
         grad_hidden -= scale * item_table[targets].to(acc)
         grad_table.index_add_(0, targets, -scale * h)
-        return grad_hidden.to(hidden.dtype), grad_table.to(item_table.dtype), None, None
+        return grad_hidden.to(hidden.dtype), grad_table.to(item_table.dtype), None, None, None
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, item_table: torch.Tensor, targets: torch.Tensor,
-                          chunk: int = 65536) -> torch.Tensor:
+                          chunk: int = 65536, include_padding: bool = False) -> torch.Tensor:
     """Exact full-softmax cross-entropy with memory ``O(B × chunk)`` instead of ``O(B × N)``.
 
-    ``hidden (B, d)``, ``item_table (N+1, d)`` (row 0 = padding, excluded), ``targets (B,)`` in ``1..N``.
-    Returns the mean loss; gradients flow to ``hidden`` and ``item_table`` by recomputation.
+    ``hidden (B, d)``, ``item_table (N+1, d)`` (row 0 = padding, excluded unless ``include_padding``),
+    ``targets (B,)`` in ``1..N``. Returns the mean loss; gradients flow to ``hidden`` and ``item_table`` by
+    recomputation.
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if hidden.ndim != 2 or item_table.ndim != 2 or hidden.shape[1] != item_table.shape[1]:
         raise ValueError(f"expected hidden (B, d) and item_table (N+1, d), got {tuple(hidden.shape)} and "
                          f"{tuple(item_table.shape)}")
-    return _ChunkedCrossEntropy.apply(hidden, item_table, targets, int(chunk))
+    return _ChunkedCrossEntropy.apply(hidden, item_table, targets, int(chunk), 0 if include_padding else 1)
 
 
 def logits_bytes(batch_size: int, num_items: int, bytes_per_value: int = 4) -> int:

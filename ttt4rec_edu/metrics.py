@@ -4,10 +4,31 @@ The protocol (RecBole 1.2 full sort, as in the paper):
 
 - every real item ``1..num_items`` is a candidate; the padding id 0 never ranks;
 - the user's own history is **not** masked (an item seen before may be recommended again);
-- ``rank = 1 + (number of items whose score is strictly higher than the target's score)``, so an item
-  tied with the target never pushes it down (the optimistic, deterministic tie rule);
+- ``rank = 1 + (number of items whose score is strictly higher than the target's score)`` is the *best*
+  rank the target can get; ``ties`` = the number of *other* items whose score equals the target's;
 - ``HR@K = mean(rank <= K)`` and ``NDCG@K = mean(1 / log2(rank + 1) if rank <= K else 0)`` — with a
   single relevant item the ideal DCG is 1, so no normalisation is left.
+
+Tied scores (:data:`TIE_POLICIES`). A target tied with ``t`` other items could sit anywhere from
+``rank`` to ``rank + t``. Continuous scores of a trained network almost never tie; integer scores do (the
+popularity ranker's counts, a saturated or constant model), and there the policy decides the numbers:
+
+- ``"optimistic"``: the target goes first among its ties (rank ``rank``) — the library's rule before the
+  policies existed; a constant scorer gets HR@10 = 1;
+- ``"pessimistic"``: the target goes last (rank ``rank + t``);
+- ``"average"`` (the default): the *expected* HR@K and NDCG@K when the ties are broken uniformly at random,
+  i.e. each of the ``t + 1`` positions with probability ``1 / (t + 1)`` — deterministic, and between the
+  other two.
+
+RecBole 1.2 (the paper's evaluator) takes ``torch.topk(scores, max(K))`` of the scores with the padding
+column at ``-inf`` and counts a hit when the target's column is among them (``recbole/evaluator/
+collector.py``). Which of several tied items ``torch.topk`` returns is not specified by torch: on the CPU it
+is whatever order ``std::partial_sort`` / ``std::nth_element`` leave (deterministic for one input and build,
+but not a rule such as "lower id first"); CUDA's radix select takes the tied items in index order (lower id
+first). So RecBole's tie behaviour cannot be stated as a policy; :func:`topk_ranks` reproduces it exactly by
+running ``torch.topk`` itself (``make fidelity`` compares it with RecBole's own collector). For scores
+without ties all of these coincide; with ties, ``"average"`` is what RecBole gives in expectation when the
+target's position among its ties is arbitrary, which is why it is the default.
 
 Memory. Gowalla has 1,280,969 items: one evaluation batch of 4096 sequences would need a
 ``4096 × 1.28 M`` float32 score matrix, 21 GB. We never build it. A model that exposes
@@ -31,6 +52,16 @@ from .utils import resolve_device
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
 TARGET_BLOCK_ROWS = 256  # rows per block when computing the targets' own scores in chunked_ranks
+
+TIE_POLICIES = ("optimistic", "pessimistic", "average")
+DEFAULT_TIES = "average"
+
+
+def check_tie_policy(policy: str) -> str:
+    """``policy`` if it is one of :data:`TIE_POLICIES`, else ``ValueError`` naming the choices."""
+    if policy not in TIE_POLICIES:
+        raise ValueError(f"ties must be one of {', '.join(TIE_POLICIES)}, got {policy!r}")
+    return policy
 
 
 def _check_scores_targets(scores: torch.Tensor, targets: torch.Tensor) -> None:
@@ -62,12 +93,30 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     Returns:
         ``LongTensor (B,)``: ``1 + #{j >= 1 : scores[b, j] > scores[b, targets[b]]}``.
     """
+    return rank_ties_from_scores(scores, targets, with_ties=False)
+
+
+def rank_ties_from_scores(scores: torch.Tensor, targets: torch.Tensor, with_ties: bool = True):
+    """``(ranks, ties)``: :func:`ranks_from_scores` and, per row, how many *other* real items score exactly
+    like the target (``LongTensor (B,)`` each). ``with_ties=False`` returns the ranks alone."""
     _check_scores_targets(scores, targets)
     targets = targets.to(scores.device)
     target_scores = scores.gather(1, targets[:, None])  # (B, 1)
     _check_target_scores(target_scores)
-    higher = _count_strictly_higher(scores[:, 1:], target_scores)  # padding column 0 left out
-    return (higher + 1).to(torch.long)
+    if not with_ties:
+        higher = _count_strictly_higher(scores[:, 1:], target_scores)  # padding column 0 left out
+        return (higher + 1).to(torch.long)
+    higher, equal = _count_higher_equal(scores[:, 1:], target_scores)
+    return (higher + 1).to(torch.long), equal - 1  # the target equals itself
+
+
+def _count_higher_equal(scores: torch.Tensor, threshold: torch.Tensor, in_place: bool = False):
+    """``(#{j : scores[b, j] > threshold[b]}, #{j : scores[b, j] == threshold[b]})`` per row (``LongTensor``).
+
+    The equal count compares the scores directly (so ``-inf`` ties with ``-inf``), before
+    :func:`_count_strictly_higher` turns the block into its difference buffer."""
+    equal = (scores == threshold).sum(dim=1).to(torch.long)
+    return _count_strictly_higher(scores, threshold, in_place=in_place), equal
 
 
 def _count_strictly_higher(scores: torch.Tensor, threshold: torch.Tensor, in_place: bool = False) -> torch.Tensor:
@@ -93,7 +142,7 @@ def default_item_chunk(batch_size: int, memory_budget: int = DEFAULT_MEMORY_BUDG
 
 def chunked_ranks(query: torch.Tensor, item_table: torch.Tensor, targets: torch.Tensor,
                   item_chunk: Optional[int] = None,
-                  memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
+                  memory_budget: int = DEFAULT_MEMORY_BUDGET, with_ties: bool = False):
     """Exact ranks of ``targets`` under the scores ``query @ item_table.T``, without the full score matrix.
 
     Args:
@@ -103,7 +152,8 @@ def chunked_ranks(query: torch.Tensor, item_table: torch.Tensor, targets: torch.
         item_chunk: items scored at once; ``None`` picks the largest that fits ``memory_budget``.
 
     Returns:
-        ``LongTensor (B,)``, equal to ``ranks_from_scores(query @ item_table.T, targets)``.
+        ``LongTensor (B,)``, equal to ``ranks_from_scores(query @ item_table.T, targets)``; with
+        ``with_ties`` the pair ``(ranks, ties)`` of :func:`rank_ties_from_scores`.
 
     Peak scratch memory is about ``B * item_chunk * 4`` bytes (one float32 score block, reused in place).
     The target's own score comes from the same matrix-product routine as everyone else's (a product with the
@@ -139,49 +189,113 @@ def chunked_ranks(query: torch.Tensor, item_table: torch.Tensor, targets: torch.
     _check_target_scores(target_scores)
 
     higher = torch.zeros(batch, dtype=torch.long, device=query.device)
+    ties = torch.zeros(batch, dtype=torch.long, device=query.device)
     threshold = target_scores[:, None]
     for start in range(1, num_rows, item_chunk):  # row 0 is padding: never a candidate
         stop = min(start + item_chunk, num_rows)
         scores = query @ item_table[start:stop].T  # (B, chunk)
-        # Leave the target's own column out: it is never strictly above itself by definition.
+        # Leave the target's own column out: it is never strictly above (or tied with) itself by definition.
         # (gather + mask instead of indexing, so a GPU never has to wait for a host-side test)
         own = (targets >= start) & (targets < stop)
         local = (targets - start).clamp(0, stop - start - 1)
-        counted_itself = (scores.gather(1, local[:, None])[:, 0] > target_scores) & own
-        higher += _count_strictly_higher(scores, threshold, in_place=True) - counted_itself.to(torch.long)
+        own_score = scores.gather(1, local[:, None])[:, 0]
+        counted_itself = (own_score > target_scores) & own
+        if with_ties:
+            tied_itself = (own_score == target_scores) & own
+            chunk_higher, chunk_equal = _count_higher_equal(scores, threshold, in_place=True)
+            ties += chunk_equal - tied_itself.to(torch.long)
+        else:
+            chunk_higher = _count_strictly_higher(scores, threshold, in_place=True)
+        higher += chunk_higher - counted_itself.to(torch.long)
         del scores
-    return higher + 1
+    return (higher + 1, ties) if with_ties else higher + 1
 
 
-def hit_rate(ranks: torch.Tensor, k: int) -> float:
-    """``HR@k``: the share of targets ranked within the top ``k`` (``ranks`` are 1-based)."""
+def _check_k_ranks(ranks: torch.Tensor, k: int, what: str) -> None:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if ranks.numel() == 0:
-        raise ValueError("hit_rate of an empty set of ranks is undefined")
-    return float((ranks <= k).double().mean())
+        raise ValueError(f"{what} of an empty set of ranks is undefined")
 
 
-def ndcg(ranks: torch.Tensor, k: int) -> float:
-    """``NDCG@k`` with one relevant item: mean of ``1 / log2(rank + 1)`` over targets with ``rank <= k``."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if ranks.numel() == 0:
-        raise ValueError("ndcg of an empty set of ranks is undefined")
-    ranks = ranks.double()
-    gains = torch.where(ranks <= k, 1.0 / torch.log2(ranks + 1.0), torch.zeros_like(ranks))
-    return float(gains.mean())
+def per_sample_hits_gains(ranks: torch.Tensor, k: int, ties: Optional[torch.Tensor] = None,
+                          policy: str = DEFAULT_TIES):
+    """Per sample ``(hit, gain)`` at cut-off ``k`` as float64 tensors: HR@k and NDCG@k are their means.
+
+    ``ranks``: best ranks (``1 + #higher``); ``ties``: other items tied with the target (``None``: no ties).
+    ``"average"`` gives the expectation over a uniformly random order of the ``ties + 1`` tied items:
+    ``hit = #{r in [rank, rank + ties] : r <= k} / (ties + 1)`` and ``gain`` the mean of ``1/log2(r + 1)``
+    over the same positions.
+    """
+    check_tie_policy(policy)
+    lo = torch.as_tensor(ranks).double()
+    t = torch.zeros_like(lo) if ties is None else torch.as_tensor(ties).double().to(lo.device)
+    r = lo if policy == "optimistic" else lo + t
+    hit = (r <= k).double()
+    gain = torch.where(r <= k, 1.0 / torch.log2(r + 1.0), torch.zeros_like(r))
+    if policy != "average" or not bool((t > 0).any()):
+        return hit, gain  # without ties "average" is bit-for-bit the other two
+    # cumulative gains G[m] = sum_{r=1..m} 1/log2(r+1), m = 0..k; positions past k add nothing
+    cumulative = torch.zeros(k + 1, dtype=torch.float64, device=lo.device)
+    cumulative[1:] = torch.cumsum(1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64,
+                                                                 device=lo.device)), 0)
+    first = (lo - 1).clamp(0, k).long()           # positions before the tie block
+    last = (lo + t).clamp(0, k).long()            # last position of the block that is within k
+    inside = (last - first).double()
+    tied = t > 0
+    return (torch.where(tied, inside / (t + 1), hit),
+            torch.where(tied, (cumulative[last] - cumulative[first]) / (t + 1), gain))
 
 
-def metrics_from_ranks(ranks: torch.Tensor, ks: Iterable[int] = (10, 50)) -> Dict[str, float]:
-    """``{"hr@10": .., "hr@50": .., "ndcg@10": .., "ndcg@50": ..}`` from 1-based ranks."""
+def hit_rate(ranks: torch.Tensor, k: int, ties: Optional[torch.Tensor] = None,
+             policy: str = DEFAULT_TIES) -> float:
+    """``HR@k``: the share of targets ranked within the top ``k`` (``ranks`` are 1-based).
+
+    With ``ties`` (other items tied with each target) the tie ``policy`` decides (module docstring)."""
+    _check_k_ranks(ranks, k, "hit_rate")
+    return float(per_sample_hits_gains(ranks, k, ties, policy)[0].mean())
+
+
+def ndcg(ranks: torch.Tensor, k: int, ties: Optional[torch.Tensor] = None, policy: str = DEFAULT_TIES) -> float:
+    """``NDCG@k`` with one relevant item: mean of ``1 / log2(rank + 1)`` over targets with ``rank <= k``.
+
+    With ``ties`` (other items tied with each target) the tie ``policy`` decides (module docstring)."""
+    _check_k_ranks(ranks, k, "ndcg")
+    return float(per_sample_hits_gains(ranks, k, ties, policy)[1].mean())
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks: Iterable[int] = (10, 50), ties: Optional[torch.Tensor] = None,
+                       policy: str = DEFAULT_TIES) -> Dict[str, float]:
+    """``{"hr@10": .., "hr@50": .., "ndcg@10": .., "ndcg@50": ..}`` from 1-based ranks.
+
+    ``ties`` (``None``: none) are the other items tied with each target; ``policy`` one of
+    :data:`TIE_POLICIES`. Without ties every policy gives the same numbers."""
     ks = list(ks)
     out: Dict[str, float] = {}
     for k in ks:
-        out[f"hr@{k}"] = hit_rate(ranks, k)
+        out[f"hr@{k}"] = hit_rate(ranks, k, ties, policy)
     for k in ks:
-        out[f"ndcg@{k}"] = ndcg(ranks, k)
+        out[f"ndcg@{k}"] = ndcg(ranks, k, ties, policy)
     return out
+
+
+def topk_ranks(scores: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """RecBole 1.2's evaluator, exactly: the target's position in ``torch.topk(scores, k)`` (1-based), or
+    ``k + 1`` when it is not among them.
+
+    ``scores (B, num_items + 1)``; column 0 (padding) is set to ``-inf`` first, as RecBole's sequential
+    models do. HR@k' and NDCG@k' for every ``k' <= k`` computed from these ranks equal RecBole's on the same
+    scores, device and torch build — tied items are ordered however ``torch.topk`` leaves them there.
+    """
+    _check_scores_targets(scores, targets)
+    if not 1 <= k < scores.shape[1]:
+        raise ValueError(f"k must be in 1..{scores.shape[1] - 1}, got {k}")
+    scores = scores.clone()
+    scores[:, 0] = float("-inf")
+    _, index = torch.topk(scores, k, dim=-1)
+    found = index == targets.to(index.device)[:, None]
+    position = found.to(torch.long).argmax(dim=1) + 1
+    return torch.where(found.any(dim=1), position, torch.full_like(position, k + 1))
 
 
 def has_embedding_hooks(model: nn.Module) -> bool:
@@ -196,17 +310,20 @@ def _score_rows_budget(num_columns: int, memory_budget: int) -> int:
 
 @torch.no_grad()
 def batch_ranks(model: nn.Module, item_seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
-                item_chunk: Optional[int] = None, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> torch.Tensor:
+                item_chunk: Optional[int] = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                with_ties: bool = False):
     """Ranks of one batch's targets under ``model`` (inputs already on the model's device).
 
     Uses ``encode`` + ``item_table`` in item chunks when the model has them, else ``score_all`` on row chunks
-    sized so that each ``(rows, num_items + 1)`` block stays within ``memory_budget`` bytes.
+    sized so that each ``(rows, num_items + 1)`` block stays within ``memory_budget`` bytes. ``with_ties``:
+    the pair ``(ranks, ties)`` (see :func:`rank_ties_from_scores`).
     """
     if has_embedding_hooks(model):
         query = model.encode(item_seq, lengths).float()
         table = model.item_table().float()
-        return chunked_ranks(query, table, targets, item_chunk=item_chunk, memory_budget=memory_budget)
-    ranks = []
+        return chunked_ranks(query, table, targets, item_chunk=item_chunk, memory_budget=memory_budget,
+                             with_ties=with_ties)
+    ranks, ties = [], []
     rows = None
     start = 0
     while start < item_seq.shape[0]:
@@ -215,19 +332,25 @@ def batch_ranks(model: nn.Module, item_seq: torch.Tensor, lengths: torch.Tensor,
         else:
             stop = min(start + rows, item_seq.shape[0])
         scores = model.score_all(item_seq[start:stop], lengths[start:stop]).float()
-        ranks.append(ranks_from_scores(scores, targets[start:stop]))
+        if with_ties:
+            block_ranks, block_ties = rank_ties_from_scores(scores, targets[start:stop])
+            ties.append(block_ties)
+        else:
+            block_ranks = ranks_from_scores(scores, targets[start:stop])
+        ranks.append(block_ranks)
         if rows is None:
             rows = _score_rows_budget(scores.shape[1], memory_budget)
         del scores
         start = stop
-    return torch.cat(ranks)
+    return (torch.cat(ranks), torch.cat(ties)) if with_ties else torch.cat(ranks)
 
 
 @torch.no_grad()
 def compute_ranks(model: nn.Module, sample_set, batch_size: int = 4096, device=None,
                   item_chunk: Optional[int] = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                  progress: bool = False, desc: str = "eval") -> torch.Tensor:
-    """``LongTensor (N,)``: the rank of every sample's target in ``sample_set`` (a :class:`SampleSet`).
+                  progress: bool = False, desc: str = "eval", with_ties: bool = False):
+    """``LongTensor (N,)``: the rank of every sample's target in ``sample_set`` (a :class:`SampleSet`);
+    with ``with_ties`` the pair ``(ranks, ties)`` (other items tied with each target).
 
     The model is put in ``eval()`` mode for the call (and restored afterwards); samples are scored
     ``batch_size`` at a time on ``device`` (default: where the model's parameters/buffers live, else
@@ -242,6 +365,7 @@ def compute_ranks(model: nn.Module, sample_set, batch_size: int = 4096, device=N
     was_training = model.training
     model.eval()
     out = torch.empty(n, dtype=torch.long)
+    out_ties = torch.empty(n, dtype=torch.long) if with_ties else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -252,7 +376,10 @@ def compute_ranks(model: nn.Module, sample_set, batch_size: int = 4096, device=N
             index = torch.arange(start, min(start + batch_size, n))
             item_seq, lengths, targets = sample_set.batch(index)
             ranks = batch_ranks(model, item_seq.to(device), lengths.to(device), targets.to(device),
-                                item_chunk=item_chunk, memory_budget=memory_budget)
+                                item_chunk=item_chunk, memory_budget=memory_budget, with_ties=with_ties)
+            if with_ties:
+                ranks, ties = ranks
+                out_ties[start:start + len(index)] = ties.cpu()
             out[start:start + len(index)] = ranks.cpu()
             if bar is not None:
                 bar.update(len(index))
@@ -260,19 +387,21 @@ def compute_ranks(model: nn.Module, sample_set, batch_size: int = 4096, device=N
         if bar is not None:
             bar.close()
         model.train(was_training)
-    return out
+    return (out, out_ties) if with_ties else out
 
 
 def evaluate(model: nn.Module, sample_set, ks: Sequence[int] = (10, 50), batch_size: int = 4096,
              device=None, item_chunk: Optional[int] = None, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-             progress: bool = False, desc: str = "eval") -> Dict[str, float]:
-    """Full-ranking HR@K and NDCG@K of ``model`` on ``sample_set``.
+             progress: bool = False, desc: str = "eval", ties: str = DEFAULT_TIES) -> Dict[str, float]:
+    """Full-ranking HR@K and NDCG@K of ``model`` on ``sample_set``, tied scores handled by the ``ties``
+    policy (:data:`TIE_POLICIES`).
 
     Returns ``{"hr@10": .., "hr@50": .., "ndcg@10": .., "ndcg@50": ..}`` (one key pair per ``k`` in ``ks``).
     """
-    ranks = compute_ranks(model, sample_set, batch_size=batch_size, device=device, item_chunk=item_chunk,
-                          memory_budget=memory_budget, progress=progress, desc=desc)
-    return metrics_from_ranks(ranks, ks)
+    check_tie_policy(ties)
+    ranks, tied = compute_ranks(model, sample_set, batch_size=batch_size, device=device, item_chunk=item_chunk,
+                                memory_budget=memory_budget, progress=progress, desc=desc, with_ties=True)
+    return metrics_from_ranks(ranks, ks, tied, ties)
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .metrics import DEFAULT_MEMORY_BUDGET, compute_ranks, has_embedding_hooks, metrics_from_ranks
+from .metrics import (DEFAULT_MEMORY_BUDGET, DEFAULT_TIES, TIE_POLICIES, compute_ranks, has_embedding_hooks,
+                      metrics_from_ranks)
 from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, resolve_device, set_seed
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -94,6 +95,8 @@ class TrainConfig:
     eval_memory_budget: int = DEFAULT_MEMORY_BUDGET
     loss_chunk: Union[int, str] = "auto"  # "auto": chunked CE only when logits would not fit; "off"; or N items
     progress: bool = True             # tqdm bars on stderr
+    ties: str = DEFAULT_TIES          # tied scores in HR/NDCG: "average" | "optimistic" | "pessimistic" (metrics.py)
+    loss_columns: str = "items"       # softmax over items 1..N, or "all" N + 1 columns as the official code
 
     def validate(self) -> None:
         problems = []
@@ -112,6 +115,11 @@ class TrainConfig:
         if not (self.loss_chunk in ("auto", "off") or
                 (isinstance(self.loss_chunk, int) and not isinstance(self.loss_chunk, bool) and self.loss_chunk >= 1)):
             problems.append(f"loss_chunk must be 'auto', 'off' or a positive number of items, got {self.loss_chunk!r}")
+        if self.ties not in TIE_POLICIES:
+            problems.append(f"ties must be one of {', '.join(TIE_POLICIES)}, got {self.ties!r}")
+        if self.loss_columns not in losses.LOSS_COLUMNS:
+            problems.append(f"loss_columns must be one of {', '.join(losses.LOSS_COLUMNS)}, "
+                            f"got {self.loss_columns!r}")
         if not self.ks or any(int(k) < 1 for k in self.ks):
             problems.append(f"ks must be positive cut-offs, got {self.ks}")
         allowed = {f"{m}@{k}" for m in ("hr", "ndcg") for k in self.ks}
@@ -130,6 +138,10 @@ class TrainConfig:
 # checkpoint: how long to go on, where to run, how to display, and how the exact loss is tiled in memory.
 _RESUMABLE_CHANGES = {"epochs", "patience", "device", "progress", "eval_batch_size", "item_chunk",
                       "eval_memory_budget", "loss_chunk"}
+
+# Settings added after checkpoints and metrics were first written: a record without the key was made with
+# the behaviour of that time, which is this value (so an old checkpoint resumes only with the old behaviour).
+LEGACY_CONFIG = {"ties": "optimistic", "loss_columns": "items"}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -203,6 +215,8 @@ def _fingerprint(model: nn.Module, splits, config: TrainConfig, run_info: Option
 
 def _fingerprint_diff(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
     diffs = []
+    if isinstance(saved.get("config"), dict):
+        saved = dict(saved, config={**LEGACY_CONFIG, **saved["config"]})
     for key in current:
         a, b = saved.get(key), current[key]
         if a == b:
@@ -217,7 +231,7 @@ def _fingerprint_diff(saved: Dict[str, Any], current: Dict[str, Any]) -> List[st
 
 
 def batch_loss(model: nn.Module, item_seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
-               num_items: int, loss_chunk: Union[int, str] = "auto") -> torch.Tensor:
+               num_items: int, loss_chunk: Union[int, str] = "auto", loss_columns: str = "items") -> torch.Tensor:
     """Training loss of one batch (scalar).
 
     ``model.calculate_loss`` when the model defines one; otherwise full-softmax cross-entropy over all items
@@ -228,9 +242,24 @@ def batch_loss(model: nn.Module, item_seq: torch.Tensor, lengths: torch.Tensor, 
     ``loss_chunk``: ``"auto"`` (chunk only when needed, :func:`ttt4rec_edu.losses.choose_chunk`), ``"off"``
     (always the plain loss) or an ``int`` (always chunks of that many items). All three give the same loss up to
     floating-point summation order; they differ only in memory and speed.
+
+    ``loss_columns``: ``"items"`` (the softmax over items ``1..N``) or ``"all"`` (over all ``N + 1`` columns,
+    the padding logit included, as the official TTT4Rec code; needs ``encode`` + ``item_table``). A model's
+    own ``calculate_loss`` is used as it is.
     """
     if callable(getattr(model, "calculate_loss", None)):
         return model.calculate_loss(item_seq, lengths, targets)
+    include_padding = losses.check_loss_columns(loss_columns) == "all"
+    if include_padding and not has_embedding_hooks(model):
+        raise ModelCapabilityError(f"loss_columns='all' needs the padding logit, but {type(model).__name__} "
+                                   "has no encode() + item_table() (its score_all sets column 0 to -inf)")
+    if include_padding:
+        chunk = losses.choose_chunk(item_seq.shape[0], num_items) if loss_chunk == "auto" else \
+            None if loss_chunk == "off" else int(loss_chunk)
+        hidden, table = model.encode(item_seq, lengths), model.item_table()
+        if chunk is not None:
+            return losses.chunked_cross_entropy(hidden, table, targets, chunk, include_padding=True)
+        return losses.full_cross_entropy(hidden.float(), table.float(), targets, include_padding=True)
     if has_embedding_hooks(model) and loss_chunk != "off":
         chunk = losses.choose_chunk(item_seq.shape[0], num_items) if loss_chunk == "auto" else int(loss_chunk)
         if chunk is not None:
@@ -281,7 +310,8 @@ def train_epoch(model: nn.Module, sample_set, optimizer: torch.optim.Optimizer, 
                 index, weight = dist.shard_batch(index)
             item_seq, lengths, targets = (t.to(device) for t in sample_set.batch(index))
             with _autocast(device, config.bf16):
-                loss = batch_loss(model, item_seq, lengths, targets, num_items, config.loss_chunk)
+                loss = batch_loss(model, item_seq, lengths, targets, num_items, config.loss_chunk,
+                                  config.loss_columns)
             optimizer.zero_grad(set_to_none=True)
             if dist is None:
                 value = float(loss.detach())
@@ -321,24 +351,31 @@ def _evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: t
     With ``dist`` every rank ranks a contiguous shard of the samples; the ranks are all-gathered in sample
     order and the metrics computed from all of them, identically on every rank.
 
-    ``ranks_out`` (single process only): also save every sample's rank there (``.npz``, key ``ranks``, int32,
-    in ``sample_set``'s order) for per-user analyses; the metrics are computed from those same ranks.
+    ``ranks_out`` (single process only): also save every sample's rank there (``.npz``, int32, in
+    ``sample_set``'s order) for per-user analyses: key ``ranks`` the best rank (1 + items scoring strictly
+    higher) and key ``ties`` the other items scoring exactly like the target; the metrics are computed from
+    those same arrays under ``config.ties`` (``ttt4rec_edu.metrics``).
     """
     if not config.adapt_at_test:
         model.set_adapt_at_test(False)
+    options = dict(batch_size=config.eval_batch_size, device=device, item_chunk=config.item_chunk,
+                   memory_budget=config.eval_memory_budget, desc=desc, with_ties=True)
     try:
         with _autocast(device, config.bf16):
-            if dist is not None:
-                return dist.evaluate(model, sample_set, ks=config.ks, batch_size=config.eval_batch_size,
-                                     device=device, item_chunk=config.item_chunk,
-                                     memory_budget=config.eval_memory_budget,
-                                     progress=config.progress, desc=desc)
-            ranks = compute_ranks(model, sample_set, batch_size=config.eval_batch_size, device=device,
-                                  item_chunk=config.item_chunk, memory_budget=config.eval_memory_budget,
-                                  progress=config.progress, desc=desc)
+            if dist is not None:  # every rank ranks its contiguous shard; ranks and ties are all-gathered
+                total = len(sample_set)
+                shard = torch.tensor_split(torch.arange(total), dist.world_size)[dist.rank]
+                ranks = ties = torch.empty(0, dtype=torch.long)
+                if len(shard):
+                    ranks, ties = compute_ranks(model, sample_set.subset(shard),
+                                                progress=config.progress and dist.is_main, **options)
+                ranks, ties = dist.gather_ranks(ranks, total), dist.gather_ranks(ties, total)
+            else:
+                ranks, ties = compute_ranks(model, sample_set, progress=config.progress, **options)
             if ranks_out is not None:
-                atomic_write_bytes(ranks_out, _npz_bytes(ranks=ranks.numpy().astype(np.int32)))
-            return metrics_from_ranks(ranks, config.ks)
+                atomic_write_bytes(ranks_out, _npz_bytes(ranks=ranks.numpy().astype(np.int32),
+                                                         ties=ties.numpy().astype(np.int32)))
+            return metrics_from_ranks(ranks, config.ks, ties, config.ties)
     finally:
         if not config.adapt_at_test:
             model.set_adapt_at_test(True)

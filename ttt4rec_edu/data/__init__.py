@@ -4,7 +4,8 @@ from .protocol import (LEAVE_ONE_OUT, SampleSet, SequenceData, Splits, build_spl
 from .readers import (FORMATS, BadValueError, ChecksumError, CompressedFileError, DataError, DownloadError,
                       EmptyFileError, EncodingError, FileFormatError, FilteredOutError, MissingFileError,
                       UnknownDatasetError, detect_format, read_interactions)
-from .filtering import filter_interactions, to_sequences
+from .filtering import (DEFAULT_TIMESTAMPS, TIMESTAMP_MODES, filter_interactions, order_differences,
+                        sort_times, to_sequences)
 from .download import default_cache_dir, download_file, ensure_dataset_file, sha256_of
 from .registry import DATASETS, DatasetInfo, get_dataset_info, load_dataset
 from .stats import dataset_stats
@@ -15,7 +16,8 @@ __all__ = ["LEAVE_ONE_OUT", "SampleSet", "SequenceData", "Splits", "build_splits
            "FORMATS", "DataError", "MissingFileError", "EmptyFileError", "FileFormatError", "BadValueError",
            "EncodingError", "CompressedFileError", "FilteredOutError", "UnknownDatasetError", "ChecksumError",
            "DownloadError", "detect_format", "read_interactions",
-           "filter_interactions", "to_sequences",
+           "filter_interactions", "to_sequences", "DEFAULT_TIMESTAMPS", "TIMESTAMP_MODES", "order_differences",
+           "sort_times",
            "default_cache_dir", "download_file", "ensure_dataset_file", "sha256_of",
            "DATASETS", "DatasetInfo", "get_dataset_info", "load_dataset",
            "dataset_stats", "make_drift_data"]

@@ -10,6 +10,18 @@ are kept and counted, as RecBole does by default.
 Sequences: each user's interactions are sorted by time with a *stable* sort, so interactions with equal
 timestamps keep their file order. Items are renumbered ``1..N`` in order of first appearance in the sorted
 sequences (0 stays the padding id); users keep their order of first appearance in the file.
+
+Timestamps (``timestamps=``): RecBole 1.2 stores a ``float`` field as a float32 tensor and sorts that, so
+two interactions of one user closer in time than float32 can tell apart (64 s around 8.9e8 s, MovieLens'
+1997-98; 128 s around 1.3e9 s, Gowalla's 2010) get *equal* times and keep their file order.
+
+- ``"recbole"`` (the default, the paper's protocol): sort by ``float32(timestamp)``, exactly as RecBole does
+  (its ``normalize_all`` / ``normalize_field`` option, which rescales time to [0, 1] first, is not applied);
+- ``"exact"``: sort by the float64 values the readers return.
+
+Day-level times (Amazon: multiples of 86,400 s), 10-minute steps (Twitch) and positions (the ``sequences``
+format) are exact in float32, so both modes give the same sequences there; second-level times (Gowalla,
+MovieLens) do not. :func:`order_differences` counts the users whose sequence the choice changes.
 """
 from __future__ import annotations
 
@@ -20,6 +32,25 @@ import pandas as pd
 
 from .protocol import SequenceData
 from .readers import FilteredOutError
+
+TIMESTAMP_MODES = ("recbole", "exact")
+DEFAULT_TIMESTAMPS = "recbole"
+
+
+def check_timestamps_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`TIMESTAMP_MODES`, else ``ValueError`` naming the choices."""
+    if mode not in TIMESTAMP_MODES:
+        raise ValueError(f"timestamps must be one of {', '.join(TIMESTAMP_MODES)}, got {mode!r}")
+    return mode
+
+
+def sort_times(timestamp, mode: str = DEFAULT_TIMESTAMPS) -> np.ndarray:
+    """The times the sequences are sorted by: ``float32(timestamp)`` for ``"recbole"`` (as RecBole's float
+    field), the float64 values for ``"exact"``."""
+    values = np.asarray(timestamp, dtype=np.float64)
+    if check_timestamps_mode(mode) == "recbole":
+        return values.astype(np.float32)
+    return values
 
 
 def filter_interactions(df: pd.DataFrame, min_user_inter: Optional[int] = None,
@@ -59,18 +90,23 @@ def filter_interactions(df: pd.DataFrame, min_user_inter: Optional[int] = None,
     return out
 
 
-def to_sequences(df: pd.DataFrame, name: str = "data") -> SequenceData:
+def _user_time_order(user_code: np.ndarray, times: np.ndarray) -> np.ndarray:
+    # np.lexsort sorts by the last key first (user, then time) and is stable: equal times keep file order.
+    return np.lexsort((times, user_code))
+
+
+def to_sequences(df: pd.DataFrame, name: str = "data", timestamps: str = DEFAULT_TIMESTAMPS) -> SequenceData:
     """Users' chronological item sequences from an interaction table (``user``, ``item``, ``timestamp``).
 
-    Ties in time keep file order. ``item_tokens[j - 1]`` is the file's id of item ``j``; ``user_tokens[u]``
-    the file's id of user ``u``.
+    Ties in time keep file order. ``timestamps``: ``"recbole"`` sorts by float32 times (RecBole's float
+    field), ``"exact"`` by the float64 values (see the module docstring). ``item_tokens[j - 1]`` is the
+    file's id of item ``j``; ``user_tokens[u]`` the file's id of user ``u``; ``meta["timestamps"]`` the mode.
     """
+    check_timestamps_mode(timestamps)
     if len(df) == 0:
         raise FilteredOutError(f"{name}: no interactions, so no user sequences")
     user_code, user_uniques = pd.factorize(df["user"], sort=False)
-    timestamp = df["timestamp"].to_numpy(dtype=np.float64)
-    # np.lexsort sorts by the last key first (user, then time) and is stable: equal times keep file order.
-    order = np.lexsort((timestamp, user_code))
+    order = _user_time_order(user_code, sort_times(df["timestamp"].to_numpy(), timestamps))
     items_sorted = df["item"].to_numpy()[order]
     item_code, item_uniques = pd.factorize(items_sorted, sort=False)
     item_ids = item_code.astype(np.int64) + 1
@@ -82,7 +118,29 @@ def to_sequences(df: pd.DataFrame, name: str = "data") -> SequenceData:
         name=name,
         user_tokens=[str(u) for u in user_uniques],
         item_tokens=[str(i) for i in item_uniques],
+        meta={"timestamps": timestamps},
     )
 
 
-__all__ = ["filter_interactions", "to_sequences"]
+def order_differences(df: pd.DataFrame) -> int:
+    """How many users' sequences differ between ``timestamps="recbole"`` and ``"exact"``.
+
+    A user counts when the item at any position of their chronological sequence differs (not merely the
+    order of two interactions with the same item). 0 whenever every time is exact in float32.
+    """
+    if len(df) == 0:
+        return 0
+    exact = df["timestamp"].to_numpy(dtype=np.float64)
+    rounded = sort_times(exact, "recbole")
+    if np.array_equal(rounded.astype(np.float64), exact, equal_nan=True):
+        return 0  # float32 holds every time exactly: the same sort
+    user_code, _ = pd.factorize(df["user"], sort=False)
+    item_code, _ = pd.factorize(df["item"], sort=False)
+    a = item_code[_user_time_order(user_code, exact)]
+    b = item_code[_user_time_order(user_code, rounded)]
+    users_sorted = np.sort(user_code, kind="stable")  # the user of each position in both orders
+    return int(np.unique(users_sorted[a != b]).size)
+
+
+__all__ = ["DEFAULT_TIMESTAMPS", "TIMESTAMP_MODES", "check_timestamps_mode", "filter_interactions",
+           "order_differences", "sort_times", "to_sequences"]

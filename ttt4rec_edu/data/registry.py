@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 from .download import ensure_dataset_file
-from .filtering import filter_interactions, to_sequences
+from .filtering import DEFAULT_TIMESTAMPS, check_timestamps_mode, filter_interactions, order_differences, \
+    to_sequences
 from .protocol import SequenceData
 from .readers import UnknownDatasetError, read_interactions
 
@@ -120,14 +121,17 @@ def get_dataset_info(name: str) -> DatasetInfo:
 def load_dataset(name_or_path: Union[str, PathLike], format: Optional[str] = None,
                  min_user_inter: Optional[int] = None, min_item_inter: Optional[int] = None,
                  cache_dir: Optional[PathLike] = None, download: bool = True,
-                 progress: bool = True) -> SequenceData:
+                 progress: bool = True, timestamps: str = DEFAULT_TIMESTAMPS) -> SequenceData:
     """Read, filter and sequence a dataset: a registry name or the path of a local file.
 
     A registry name gets the paper's filters unless ``min_user_inter`` / ``min_item_inter`` are given; a
     local path keeps the file's ids and is not filtered unless they are given. The effective settings go
     into ``SequenceData.meta``: ``source``, ``format``, ``min_user_inter``, ``min_item_inter``, ``max_len``
-    (the dataset's default context length) and the raw counts.
+    (the dataset's default context length), the raw counts, ``timestamps`` (``"recbole"``: sorted by float32
+    times as RecBole does, or ``"exact"``, see ``ttt4rec_edu.data.filtering``) and ``users_order_differs``
+    (how many users' sequences the two timestamp modes order differently).
     """
+    check_timestamps_mode(timestamps)
     text = str(name_or_path)
     key = text.strip().lower().replace("_", "-")
     is_path = isinstance(name_or_path, os.PathLike) or key not in DATASETS
@@ -152,7 +156,7 @@ def load_dataset(name_or_path: Union[str, PathLike], format: Optional[str] = Non
     raw = {"users": int(table["user"].nunique()), "items": int(table["item"].nunique()),
            "interactions": int(len(table))}
     filtered = filter_interactions(table, min_user, min_item, name=name)
-    data = to_sequences(filtered, name=name)
+    data = to_sequences(filtered, name=name, timestamps=timestamps)
     data.meta.update({
         "source": str(path),
         "format": table.attrs.get("format", fmt),
@@ -161,6 +165,7 @@ def load_dataset(name_or_path: Union[str, PathLike], format: Optional[str] = Non
         "filter": "repeated until stable (RecBole)",
         "max_len": max_len,
         "raw": raw,
+        "users_order_differs": order_differences(filtered),
     })
     return data
 
