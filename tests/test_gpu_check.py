@@ -192,3 +192,35 @@ def test_headline_ratios_and_goals():
     found = []
     assert script.json_safe({"x": float("nan"), "y": [float("inf"), 1.0]}, found) == {"x": None, "y": [None, 1.0]}
     assert found == ["$.x = nan", "$.y[0] = inf"]
+
+
+def test_protocol_in_stretches_equals_one_uninterrupted_run(tmp_path, monkeypatch):
+    """Part c trains the protocol in stretches of epochs that fit before the deadline, resuming from the trainer's
+    checkpoint in between; the result must be the one of a single run with the same settings."""
+    import torch
+
+    from ttt4rec_edu.models import build_model
+    from ttt4rec_edu.train import train
+    from ttt4rec_edu.utils import set_seed
+
+    script = load_script()
+    args = script.build_parser().parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    ctx = script.Context(args, torch.device("cpu"), script.Deadline(120, start=time.monotonic()))
+    _, splits, _ = script.load_data(ctx)
+    import ttt4rec_edu.train as trainer
+
+    calls, real_train = [], trainer.train
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: calls.append((a[2].epochs, k["resume"])) or
+                        real_train(*a, **k))
+    row = {}
+    # a first guess of 10 s per epoch and 35 s left: the first stretch is one epoch (35 − 2 × 10 fits one), then
+    # the measured epoch time (well under a second) lets the second stretch take the other two
+    script.run_protocol(ctx, "sasrec", {}, splits, time.monotonic() + 35, row, first_epoch_s=10.0)
+    assert row["epochs"] == 3 and len(row["valid_ndcg@10_per_epoch"]) == 3
+    assert calls == [(1, True), (3, True)]     # two stretches: epoch 1, then epochs 2-3 resumed
+    monkeypatch.undo()
+    set_seed(0)
+    model = build_model("sasrec", splits.num_items, splits.max_len)
+    single = train(model, splits, script._train_config(ctx, epochs=3, patience=5))
+    assert row["valid_ndcg@10_per_epoch"] == [h["valid"]["ndcg@10"] for h in single["history"]]
+    assert row["test_ndcg@10"] == single["test"]["ndcg@10"] and row["best_epoch"] == single["best_epoch"]
