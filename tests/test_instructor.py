@@ -402,29 +402,56 @@ def test_memory_limit_network_and_writes_outside_the_folder(tmp_path):
                     "(the instructor guide says so); the memory limit, network and /tmp were tested")
 
 
-def test_timeout_must_be_positive_and_misuse_is_one_line(tmp_path):
+def test_timeout_must_be_positive_and_misuse_is_one_line(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
     calls = [
         ["grade", "--submissions", str(tmp_path), "--out", "g.csv", "--timeout", "0"],
         ["grade", "--submissions", str(tmp_path), "--out", "g.csv", "--timeout", "-5"],
         ["grade", "--submissions", str(tmp_path), "--out", "g.csv", "--timeout", "nan"],
+        ["grade", "--submissions", str(tmp_path), "--out", "g.csv", "--memory-mb", "inf"],
         ["grade", "--submissions", str(tmp_path / "empty"), "--out", str(tmp_path / "g.csv")],
         ["grade", "--submissions", str(tmp_path / "nowhere"), "--out", str(tmp_path / "g.csv")],
+        ["grade", "--submissions", str(tmp_path), "--out", str(tmp_path / "empty")],
+        ["grade", "--submissions", str(tmp_path), "--out", "g.csv", "--chapter", "99"],
         ["grade", "--out", "g.csv"],
         ["export", "--chapter", "99", "--out", str(tmp_path / "h")],
         ["export", "--chapter", "1", "--out", str(tmp_path / "file.txt")],
         ["export", "--chapter", "one", "--out", str(tmp_path / "h")],
         ["export", "--chapter", "1", "--out", str(tmp_path / "h"), "--book", str(tmp_path / "empty")],
+        ["index", "--page", str(tmp_path / "missing.md")],
         ["frobnicate"],
     ]
     for argv in calls:
-        proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", *argv], capture_output=True,
-                              text=True, cwd=tmp_path)
-        assert proc.returncode == 2, (argv, proc.stderr)
-        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, (argv, proc.stderr)
+        try:
+            code = ik.main(argv)
+        except SystemExit as exc:          # argparse's own errors
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        assert err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "h").exists()
     with pytest.raises(ik.GradingError, match="--timeout must be a finite number > 0"):
         ik.Limits(timeout=float("nan")).validate()
+    # and through the real entry point, as a user types it
+    proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", "grade", "--submissions", ".",
+                           "--out", "g.csv", "--timeout", "0"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--timeout: must be a finite number > 0" in proc.stderr
+
+
+def test_chapter_is_read_from_metadata_labels_or_name(tmp_path):
+    student = ik.student_notebook(BOOK / "02_rope.ipynb")
+    assert ik._chapter_of(student, BOOK, None) == 2                     # the export's metadata
+    assert ik._chapter_of(ik.solutions_notebook(BOOK / "02_rope.ipynb"), BOOK, None) == 2
+    no_meta = dict(student, metadata={})
+    assert ik._chapter_of(no_meta, BOOK, None) == 2                     # its answer cells' labels
+    bare = {"cells": [], "metadata": {}}
+    assert ik._chapter_of(bare, BOOK, None, "03_inner_loop_student (1).ipynb") == 3
+    assert ik._chapter_of(bare, BOOK, 4, "03_x.ipynb") == 4             # --chapter wins
+    with pytest.raises(ik.GradingError, match="pass --chapter"):
+        ik._chapter_of(bare, BOOK, None, "alice.ipynb")
 
 
 def test_book_defaults_to_the_one_beside_the_library(tmp_path):

@@ -10,7 +10,9 @@ reference — the library's own implementation, autograd, or hand-computed value
 
 A wrong answer never passes silently: the result says ``✗``, shows the first input where the answer differs,
 what was expected and what came back, and, where the mistake is a common one, a specific hint. An exception
-raised inside the reader's function is caught and reported the same way.
+raised inside the reader's function is caught and reported the same way. An answer computed in float32 is
+compared with float32's tolerance (1e-5) instead of a check's float64 one: a right answer is never rejected for
+its precision, while every mistake the hints name is far larger than that.
 
 When the environment variable ``TTT4REC_STRICT_CHECKS=1`` is set (``make book`` sets it) a failing check
 also *raises* :class:`ExerciseFailed`, so a reference solution in the book that stops passing fails the build

@@ -458,6 +458,7 @@ def solutions_notebook(path: Path) -> dict:
     nb = load_notebook(path)
     nb["cells"] = [_strip_outputs(c) for c in nb["cells"]]
     nb.setdefault("metadata", {}).pop("widgets", None)
+    nb["metadata"]["ttt4rec"] = {"chapter": chapter_number(path), "notebook": Path(path).name}
     return nb
 
 
@@ -820,7 +821,7 @@ def _read_submission(path: Path) -> dict:
     return nb
 
 
-def _chapter_of(nb: dict, book_dir: Path, chapter: Optional[int]) -> int:
+def _chapter_of(nb: dict, book_dir: Path, chapter: Optional[int], name: str = "") -> int:
     if chapter is not None:
         return chapter
     meta = nb.get("metadata", {}).get("ttt4rec", {})
@@ -831,8 +832,16 @@ def _chapter_of(nb: dict, book_dir: Path, chapter: Optional[int]) -> int:
     found = {by_label[label] for label in labels if label in by_label}
     if len(found) == 1:
         return found.pop()
+    return _chapter_from_name(name, book_dir)
+
+
+def _chapter_from_name(name: str, book_dir: Path) -> int:
+    """The chapter a file name starts with (``03_inner_loop_student.ipynb``), if the book has it."""
+    match = re.match(r"(\d\d)_", name)
+    if match and any(chapter_number(p) == int(match.group(1)) for p in chapter_paths(book_dir)):
+        return int(match.group(1))
     raise GradingError("cannot tell which chapter this notebook answers (no exported metadata, no answer "
-                       "cells): pass --chapter")
+                       "cells, no NN_ at the start of its name): pass --chapter")
 
 
 def _resolve_user(allow_root: bool) -> Optional[dict]:
@@ -909,7 +918,7 @@ def grade_submission(path: Path, book_dir: Optional[Path] = None, limits: Option
         user = _resolve_user(allow_root)
     try:
         nb = _read_submission(path)
-        chapter = _chapter_of(nb, book_dir, chapter)
+        chapter = _chapter_of(nb, book_dir, chapter, path.name)
         exercises = read_exercises(find_chapter(book_dir, chapter))
     except (GradingError, FileNotFoundError) as exc:
         return Submission(path.name, "unreadable", str(exc), chapter)
