@@ -758,12 +758,13 @@ def part_beauty(ctx: Context, rec: Dict[str, Any]) -> str:
     data, splits, desc = load_data(ctx)
     rec["data"] = desc
     rec.update({"batch_size": ctx.train_batch, "eval_batch_size": 4096, "epochs": [], "protocol": []})
-    failures = []
+    failures, short = [], []
     for variant, name, options in model_variants():
         row: Dict[str, Any] = {"variant": variant, "model": name, "options": options}
         rec["epochs"].append(row)
         if ctx.deadline.remaining() <= ctx.reserve_for_d:
             row["skipped"] = "deadline: the time left is part d's reserve"
+            short.append(variant)
             continue
         try:
             row.update(measure_epoch(ctx, name, options, splits))
@@ -804,8 +805,12 @@ def part_beauty(ctx: Context, rec: Dict[str, Any]) -> str:
         except Exception as err:
             row["error"] = _error_text(err)
             failures.append(f"protocol {variant}")
+        if "reason" in row:
+            short.append(f"protocol {variant}")
     if failures:
         raise PartFailed(f"failed: {', '.join(failures)}")
+    if short:  # recorded as incomplete: what it measured stays
+        raise DeadlineReached(f"deadline: no time left for {', '.join(short)}")
     return "ok"
 
 

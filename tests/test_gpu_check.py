@@ -224,3 +224,19 @@ def test_protocol_in_stretches_equals_one_uninterrupted_run(tmp_path, monkeypatc
     single = train(model, splits, script._train_config(ctx, epochs=3, patience=5))
     assert row["valid_ndcg@10_per_epoch"] == [h["valid"]["ndcg@10"] for h in single["history"]]
     assert row["test_ndcg@10"] == single["test"]["ndcg@10"] and row["best_epoch"] == single["best_epoch"]
+
+
+def test_part_c_without_time_for_its_epochs_is_incomplete_not_ok(tmp_path):
+    """Less time left than part d's reserve: part c skips every model (saying why) and is recorded as incomplete."""
+    import torch
+
+    script = load_script()
+    args = script.build_parser().parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    deadline = script.Deadline(20, start=time.monotonic())   # under the tiny reserve of 30 s for part d
+    ctx = script.Context(args, torch.device("cpu"), deadline)
+    report = _report(script, tmp_path)
+    script.run_parts([("c", lambda rec: script.part_beauty(ctx, rec))], report, deadline)
+    part = json.loads(report.json_path.read_text())["parts"]["c"]
+    assert part["status"] == "incomplete" and "no time left" in part["reason"], part
+    assert all("deadline" in row["skipped"] for row in part["result"]["epochs"])
+    assert all("no time left" in row["reason"] for row in part["result"]["protocol"])
