@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 # Real Amazon Beauty data shipped beside the project (CI, developer machines) acts as a pre-filled cache.
 export TTT4REC_DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup book book-quick test bench chromium clean vendor help instructor-index gpu-check
+.PHONY: setup book book-quick test bench chromium clean vendor help instructor-index gpu-check fidelity
 
 help:
 	@echo "make book   - set up .venv and build the book into _build/html (quick mode on a CPU)"
 	@echo "make test   - set up .venv, build the book, run the whole test suite"
 	@echo "make bench  - benchmarks (speed ratios and memory), printed as tables"
+	@echo "make fidelity - the protocol beside RecBole 1.2 itself (own .venv-fidelity; writes book/results/fidelity.txt)"
 	@echo "make gpu-check - every model on CUDA, checked and timed in <= 8 min (scripts/gpu_check.py)"
 	@echo "make instructor-index - regenerate book/instructor.md's exercise index from the chapters"
 	@echo "make vendor - refresh the vendored MathJax / require.js / widget manager (needs npm)"
@@ -60,6 +61,27 @@ test: setup chromium book
 # Regenerate the instructor guide's chapter overview and exercise index from the chapters.
 instructor-index: setup
 	$(PYTHON) -m ttt4rec_edu.exercises index
+
+# The protocol beside RecBole 1.2 itself (scripts/fidelity/fidelity.py): samples and metrics on MovieLens-100K
+# (shipped inside recbole) and a hand-made file. Its own environment with RecBole's old pins
+# (scripts/fidelity/requirements.txt); torch==2.13.0 is the CPU wheel this machine keeps on disk, and the stamp
+# is only written when that is the torch installed (never a CUDA build). Not part of `make test`: about a
+# minute of CPU plus the install. Its output is kept in book/results/fidelity.txt.
+FIDELITY_VENV := .venv-fidelity
+FIDELITY_STAMP := $(FIDELITY_VENV)/.installed-stamp
+
+$(FIDELITY_STAMP): scripts/fidelity/requirements.txt
+	@test -x $(FIDELITY_VENV)/bin/python || $(PY) -m venv $(FIDELITY_VENV)
+	$(FIDELITY_VENV)/bin/python -m pip install --quiet -r scripts/fidelity/requirements.txt
+	@$(FIDELITY_VENV)/bin/python -c "import torch, sys; sys.exit(torch.version.cuda is not None and \
+		'make fidelity: a CUDA build of torch was installed into $(FIDELITY_VENV); it expects the CPU wheel')"
+	@touch $@
+
+fidelity: $(FIDELITY_STAMP)
+	@OMP_NUM_THREADS=1 PYTHONPATH=$(CURDIR) $(FIDELITY_VENV)/bin/python -W ignore scripts/fidelity/fidelity.py \
+		> book/results/fidelity.txt.tmp; status=$$?; cat book/results/fidelity.txt.tmp; \
+		mv book/results/fidelity.txt.tmp book/results/fidelity.txt; echo "wrote book/results/fidelity.txt"; \
+		exit $$status
 
 bench: setup
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
