@@ -1739,6 +1739,141 @@ def check_ttt_linear_dual(fn: Callable[..., torch.Tensor]) -> ExerciseResult:
 
 __all__ += ["check_ttt_linear_dual"]
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Chapter 1, section 1.7: RecBole's float32 time and tied scores
+# ----------------------------------------------------------------------------------------------------------
+
+def check_float32_collision(times) -> ExerciseResult:
+    """Check a pair ``(t1, t2)`` of timestamps that differ, yet are equal once stored as float32 (RecBole).
+
+    Any two different numbers whose float32 roundings agree pass, e.g. Unix times a few seconds apart.
+    """
+    import numpy as np
+
+    name = "check_float32_collision"
+    try:
+        t1, t2 = times
+        a, b = float(t1), float(t2)
+    except (TypeError, ValueError):
+        return _report(_fail(name, f"expected a pair of numbers (t1, t2), got {times!r}",
+                             "write the answer as a tuple of two timestamps, e.g. (t1, t2)."))
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return _report(_fail(name, f"got ({a}, {b})", "use two finite times in seconds (inf and NaN are no "
+                                                      "timestamps)."))
+    if a == b:
+        return _report(_fail(name, f"t1 = t2 = {a!r}: these are the same time",
+                             "the two times must differ (in float64, as the reader returns them) and still be "
+                             "equal in float32."))
+    if np.float32(a) != np.float32(b):
+        spacing = float(np.spacing(np.float32(max(abs(a), abs(b)))))
+        if max(abs(a), abs(b)) < 60_000 and np.float16(a) == np.float16(b):
+            hint = (f"these collide in float16, not in float32 (RecBole's float field): float32's spacing near "
+                    f"{max(abs(a), abs(b)):.4g} is {spacing:.3g}.")
+        elif max(abs(a), abs(b)) < 2**24:
+            hint = ("below 2**24 (about 1.7e7) float32 holds every whole second exactly: take Unix times, "
+                    "about 1e9 s (2001), where float32's spacing is 64 or 128 s.")
+        else:
+            hint = (f"they are {abs(a - b):.3g} s apart, but float32's spacing near {max(abs(a), abs(b)):.4g} s "
+                    f"is {spacing:.3g} s (np.spacing(np.float32(t))): move them closer.")
+        return _report(_fail(name, f"float32({a!r}) = {float(np.float32(a))!r} and float32({b!r}) = "
+                                   f"{float(np.float32(b))!r} differ", hint))
+    return _report(ExerciseResult(name, True, f"{a!r} and {b!r} differ by {abs(a - b):.3g} s but are both "
+                                              f"{float(np.float32(a))!r} in float32: RecBole cannot order them, "
+                                              "the file order decides."))
+
+
+def _tie_cases():
+    """Scores on a few levels (many ties), column 0 = padding; one case with a high padding score."""
+    gen = torch.Generator().manual_seed(1)
+    cases = []
+    for rows, items, levels, pad in ((6, 8, 3, float("-inf")), (40, 30, 4, float("-inf")),
+                                     (25, 50, 6, 10.0)):
+        scores = torch.randint(0, levels, (rows, items + 1), generator=gen).double()
+        scores[:, 0] = pad
+        targets = torch.randint(1, items + 1, (rows,), generator=gen)
+        cases.append((scores, targets))
+    return cases
+
+
+def _hr_variant(scores: torch.Tensor, targets: torch.Tensor, k: int, policy: str, mistake: str = "") -> float:
+    """HR@k as the reference computes it, or with one typical ``mistake`` (see ``_TIE_MISTAKES``)."""
+    real = scores if mistake == "padding" else scores[:, 1:]
+    own = scores.gather(1, targets[:, None])
+    higher = (real > own).sum(1).double()
+    ties = (real == own).sum(1).double() - (0 if mistake == "self" else 1)  # other items with its score
+    first = higher if mistake == "zero_based" else higher + 1                  # best place of the target
+    if policy == "optimistic":
+        hit = (first + (ties if mistake == "geq" else 0) <= k).double()
+    elif mistake == "mean_rank":
+        hit = (first + ties / 2 <= k).double()
+    else:  # places first .. first + ties, equally likely
+        hit = (k - first + 1).clamp(min=0).minimum(ties + 1) / (ties + 1)
+    return float(hit.sum() if mistake == "sum" else hit.mean())
+
+
+_TIE_MISTAKES = (
+    ("mean_rank", "average the hit over the t + 1 places the target can take, (places <= k) / (t + 1); the hit "
+                  "at the average rank 1 + #higher + t/2 is a different (0/1) number."),
+    ("self", "the target is tied with itself: t counts the *other* items with its score "
+             "(#{j : x_j == x_y} - 1)."),
+    ("padding", "column 0 is padding: leave it out (scores[:, 1:]) whatever its score."),
+    ("geq", "optimistic counts only the items scoring strictly higher (>): tied items do not push the target "
+            "down."),
+    ("zero_based", "the rank is 1-based: rank = 1 + #{items scoring higher}."),
+    ("sum", "HR@k is the mean over the samples, not the sum."),
+)
+
+
+def check_hr_with_ties(fn: Callable) -> ExerciseResult:
+    """Check ``fn(scores, targets, k, policy) -> HR@k`` for ``policy`` ``"optimistic"`` and ``"average"``.
+
+    ``scores (B, num_items + 1)`` with column 0 the padding item (ignored, whatever its score), ``targets (B,)``
+    in ``1..num_items``. ``"optimistic"``: rank = 1 + #items scoring strictly higher. ``"average"``: the
+    expected HR@k when the target's ``t`` tied items are put in a uniformly random order, i.e. the share of the
+    ``t + 1`` places ``1 + #higher .. 1 + #higher + t`` that are ``<= k``, averaged over the samples. The
+    reference is :func:`ttt4rec_edu.metrics.hit_rate` with the library's ties.
+    """
+    from .metrics import hit_rate, rank_ties_from_scores
+
+    name = "check_hr_with_ties"
+    count = 0
+    for case, (scores, targets) in enumerate(_tie_cases()):
+        ranks, ties = rank_ties_from_scores(scores, targets)
+        for policy in ("optimistic", "average"):
+            for k in (1, 3, 10):
+                expected = hit_rate(ranks, k, ties, policy)
+                where = f"case {case + 1} ({scores.shape[0]} rows, {scores.shape[1] - 1} items), k={k}, " \
+                        f"policy={policy!r}"
+                got, error = _call(name, fn, scores.clone(), targets.clone(), k, policy)
+                if error is not None:
+                    return _report(_fail(name, f"for {where}: {error.message}"))
+                try:
+                    value = float(got)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    return _report(_fail(name, f"for {where} you returned {got!r}", "return one number: HR@k."))
+                count += 1
+                if math.isclose(value, expected, rel_tol=1e-6, abs_tol=1e-9):
+                    continue
+                message = f"for {where}: expected {expected:.6f}, got {value:.6f}"
+                for mistake, hint in _TIE_MISTAKES:
+                    if math.isclose(value, _hr_variant(scores, targets, k, policy, mistake), rel_tol=1e-6,
+                                    abs_tol=1e-9):
+                        return _report(_fail(name, message, hint))
+                if policy == "average" and math.isclose(value, hit_rate(ranks, k, ties, "pessimistic"),
+                                                        rel_tol=1e-6, abs_tol=1e-9):
+                    hint = "that is the pessimistic rule (the target after all its ties); average over the places."
+                else:
+                    hint = ("optimistic: 1 + #{x_j > x_y} <= k; average: #{places r in [1 + higher, 1 + higher "
+                            "+ t] with r <= k} / (t + 1); then the mean over the samples.")
+                return _report(_fail(name, message, hint))
+    return _report(ExerciseResult(name, True, f"all {count} cases agree (optimistic and average, k = 1, 3, 10, "
+                                              "a padding column with a high score included)."))
+
+
+__all__ += ["check_float32_collision", "check_hr_with_ties"]
+
+
 if __name__ == "__main__":   # python -m ttt4rec_edu.exercises {index,export,grade}: the instructor tools
     from .instructor import main
     raise SystemExit(main())
