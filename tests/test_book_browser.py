@@ -14,9 +14,10 @@ request (printed) and as missing math or widgets. The tests then assert, page by
 - chapter pages offer the Colab launch link built from ``repository.url`` and the ``.ipynb`` download;
 - at the 1280-px viewport no display equation and no code block is wider than its container (with every
   folded cell, ``<details>`` and dropdown opened first, so hidden code is measured too);
-- every figure (a ``<figure>`` or a cell's output image) has a caption, or a sentence that reads it: the first
-  text after the figure's cell (later code cells skipped) is a paragraph, list or admonition, not a heading,
-  or the paragraph just before the cell ends with a colon that introduces it;
+- every figure (a ``<figure>`` or a cell's output image) has a caption, or a sentence that reads it: the
+  nearest text after the figure's cell, or the nearest text before it (code cells in between skipped), is a
+  paragraph, list or admonition of at least eight words, not a heading (the "Check your understanding" boxes
+  do not count as text about a figure);
 - the "Check your understanding" answers start hidden.
 
 Full-page screenshots go to ``artifacts/screenshots/`` (git-ignored) for a human to look at.
@@ -186,11 +187,13 @@ OVERFLOW_JS = """() => {
 }"""
 
 # Figures: a <figure> needs a <figcaption>; an image in a cell's output needs a sentence that reads it, i.e. the
-# first element after its cell that is not a code cell is text (paragraph, list, admonition, block quote), or
-# the element just before its cell is a paragraph ending with a colon. Widget frames are not figures.
+# nearest element after its cell, or before it, that is not a code cell is text (paragraph, list, admonition,
+# block quote) of at least 8 words, not a heading or a question box. Widget frames are not figures.
 FIGURES_JS = """() => {
-  const textual = el => el && /^(P|UL|OL|DL|BLOCKQUOTE)$/.test(el.tagName)
-                        || (el && el.classList && el.classList.contains('admonition'));
+  const quiz = el => el.classList.contains('admonition') && (el.querySelector('.admonition-title') || {})
+                       .textContent === 'Check your understanding';
+  const textual = el => !!el && (/^(P|UL|OL|DL|BLOCKQUOTE)$/.test(el.tagName)
+                                 || (el.classList.contains('admonition') && !quiz(el)));
   const words = el => (el && el.textContent || '').trim().split(/\\s+/).filter(Boolean).length;
   const isCell = el => el && el.classList && el.classList.contains('cell');
   const missing = [];
@@ -209,7 +212,7 @@ FIGURES_JS = """() => {
     if (textual(next) && words(next) >= 8) return;
     let prev = cell.previousElementSibling;
     while (isCell(prev)) prev = prev.previousElementSibling;
-    if (prev && prev.tagName === 'P' && /:\\s*$/.test(prev.textContent.trim())) return;
+    if (textual(prev) && words(prev) >= 8) return;
     const source = (cell.querySelector('.cell_input') || cell).textContent.trim().split('\\n')[0];
     missing.push(`image of the cell starting "${source.slice(0, 60)}"`);
   });

@@ -258,3 +258,15 @@ def test_outer_loop_graph_routes_the_outer_gradient_through_the_inner_chain():
     fig = viz.plot_outer_loop_graph(3)
     assert len(fig.axes) == 1
     plt.close(fig)
+
+
+def test_dual_blocks_without_bias_is_the_bare_dual_form():
+    gen = torch.Generator().manual_seed(2)
+    b, f = 5, 3
+    W = torch.randn(f, f, generator=gen, dtype=torch.float64)
+    Q, K, V = (torch.randn(b, f, generator=gen, dtype=torch.float64) for _ in range(3))
+    eta, tau = torch.full((b,), 0.1, dtype=torch.float64), torch.ones(b, dtype=torch.float64)
+    G = K @ W - V
+    blocks = viz.dual_blocks(Q, K, G, eta, tau, bias=False)
+    assert torch.allclose(Q @ W - blocks.product, Q @ W - 0.1 * torch.tril(Q @ K.T) @ G)
+    assert not torch.allclose(blocks.M, viz.dual_blocks(Q, K, G, eta, tau).M)
