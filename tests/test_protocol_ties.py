@@ -282,8 +282,10 @@ def test_batch_loss_columns_option():
         items = batch_loss(model, seq, lengths, targets, 20)
         everything = batch_loss(model, seq, lengths, targets, 20, loss_columns="all")
         chunked = batch_loss(model, seq, lengths, targets, 20, loss_chunk=3, loss_columns="all")
-    assert float(items) == pytest.approx(float(losses.full_cross_entropy(hidden, table, targets)), rel=1e-5)
-    assert float(everything) == pytest.approx(float(_reference_all_columns(hidden, table, targets)), rel=1e-5)
+        reference_items = float(losses.full_cross_entropy(hidden, table, targets))
+        reference_all = float(_reference_all_columns(hidden, table, targets))
+    assert float(items) == pytest.approx(reference_items, rel=1e-5)
+    assert float(everything) == pytest.approx(reference_all, rel=1e-5)
     assert float(chunked) == pytest.approx(float(everything), rel=1e-5)
     assert everything > items
     with pytest.raises(ValueError, match="loss columns must be one of items, all"):
@@ -292,3 +294,59 @@ def test_batch_loss_columns_option():
         batch_loss(_Counts(20), seq, lengths, targets, 20, loss_columns="all")
     assert TrainConfig().loss_columns == "items"  # the project's loss stays the default
     assert json.dumps(TrainConfig(loss_columns="all").to_dict())
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def run_main(argv, capsys):
+    from ttt4rec_edu.__main__ import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_data_stats_reports_the_mode_and_the_users_whose_order_differs(tmp_path, capsys):
+    path = tmp_path / "tiny.inter"
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    lines += [f"{u}\t{i}\t{t:.0f}" for u, i, t in zip(*collision_table().to_dict("list").values())]
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = run_main(["data", "stats", "--data", path, "--split", "loo", "--json"], capsys)
+    assert code == 0, err
+    stats = json.loads(out)
+    assert stats["timestamps"] == "recbole" and stats["users_order_differs"] == 1
+    code, out, err = run_main(["data", "stats", "--data", path, "--timestamps", "exact"], capsys)
+    assert code == 0 and "users_order_differs  1" in out and "exact" in out
+    code, _, err = run_main(["data", "stats", "--data", path, "--timestamps", "float16"], capsys)
+    assert code == 2 and "--timestamps" in err
+
+
+def test_train_options_default_to_average_ties_and_the_item_columns(capsys):
+    from ttt4rec_edu.__main__ import build_parser
+
+    args = build_parser().parse_args(["train", "--model", "sasrec", "--data", "synthetic"])
+    assert (args.ties, args.loss_columns) == ("average", "items")
+    code, _, err = run_main(["train", "--model", "sasrec", "--data", "synthetic", "--ties", "random"], capsys)
+    assert code == 2 and "--ties" in err
+
+
+def test_reproduce_records_the_protocol_and_reads_old_records_as_the_old_behaviour(tmp_path, capsys):
+    out = tmp_path / "results"
+    argv = ["reproduce", "--table", "beauty", "--split", "3:2:5", "--models", "pop", "--seeds", "0",
+            "--data", "synthetic", "--max-users", "40", "--device", "cpu", "--out", out]
+    code, text, err = run_main(argv, capsys)
+    assert code == 0, err
+    record_path = next(out.glob("runs/**/experiment.json"))
+    record = json.loads(record_path.read_text())
+    assert (record["settings"]["timestamps"], record["settings"]["ties"]) == ("recbole", "average")
+    metrics = json.loads((record_path.parent / "metrics.json").read_text())
+    assert metrics["config"]["ties"] == "average"
+    # an old record, written before these settings existed: it was made with exact times and optimistic ties
+    for key in ("timestamps", "ties"):
+        del record["settings"][key]
+    record_path.write_text(json.dumps(record))
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and "'ties': 'optimistic'" in err and "--timestamps / --ties" in err
+    code, text, err = run_main(argv + ["--timestamps", "exact", "--ties", "optimistic"], capsys)
+    assert code == 0 and "skip (finished)" in text, err
