@@ -346,7 +346,33 @@ def test_reproduce_records_the_protocol_and_reads_old_records_as_the_old_behavio
     for key in ("timestamps", "ties"):
         del record["settings"][key]
     record_path.write_text(json.dumps(record))
-    code, _, err = run_main(argv, capsys)
-    assert code == 2 and "'ties': 'optimistic'" in err and "--timestamps / --ties" in err
+    # synthetic data has no times to round, and ties only turn saved ranks into metrics: the run is kept, the
+    # log says under which policy it was evaluated, and results.csv keeps each run's own policy
+    code, text, err = run_main(argv, capsys)
+    assert code == 0 and "skip (finished)" in text and "(evaluated with ties=optimistic, kept)" in text, err
+    results = pd.read_csv(out / "results.csv")
+    assert (results["ties"].tolist(), results["timestamps"].tolist()) == (["optimistic"], ["exact"])
     code, text, err = run_main(argv + ["--timestamps", "exact", "--ties", "optimistic"], capsys)
-    assert code == 0 and "skip (finished)" in text, err
+    assert code == 0 and "skip (finished)" in text and "kept" not in text, err
+    # a setting that shapes training still refuses to mix
+    code, _, err = run_main(argv + ["--epochs", "3"], capsys)
+    assert code == 2 and "must not be mixed" in err
+
+
+def test_reproduce_refuses_a_run_whose_timestamps_gave_other_sequences(tmp_path, capsys):
+    """Second-level times that collide in float32 order the data differently under recbole and exact: a run made
+    under one is not reused under the other (while day-level data such as Amazon's is the same both ways)."""
+    rows = ["user,item,timestamp"]
+    for u in range(30):
+        for t in reversed(range(8)):   # written newest first: exact times reorder them, float32 cannot
+            # 900000000 + 3 t seconds: ~9e8 is a 64-second float32 step, so these all collide as float32
+            rows.append(f"u{u},i{(u * 7 + (7 - t) * 3) % 25},{900000000 + 3 * t}")
+    data = tmp_path / "collide.csv"
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "results"
+    argv = ["reproduce", "--table", "beauty", "--split", "3:2:5", "--models", "pop", "--seeds", "0",
+            "--data", data, "--device", "cpu", "--out", out]
+    code, _, err = run_main(argv + ["--timestamps", "exact"], capsys)
+    assert code == 0, err
+    code, _, err = run_main(argv, capsys)   # default: recbole
+    assert code == 2 and "must not be mixed" in err and "'timestamps': 'exact'" in err

@@ -242,6 +242,39 @@ def _load_cell_data(experiment: Experiment, settings: RunSettings):
     return data, max_len
 
 
+def _same_order_both_ways(experiment: Experiment, settings: RunSettings, memo: Dict[str, bool]) -> bool:
+    """Whether ``--timestamps recbole`` and ``exact`` give this cell's data the same sequences (then a run made
+    under either is the same run). True for day-level times such as Amazon's, false for Gowalla's seconds."""
+    key = settings.data_source or experiment.dataset
+    if key not in memo:
+        both = [_load_cell_data(experiment, dataclasses.replace(settings, timestamps=t))[0] for t in
+                ("recbole", "exact")]
+        first, second = both[0].sequences, both[1].sequences
+        memo[key] = len(first) == len(second) and all(
+            len(a) == len(b) and all(int(x) == int(y) for x, y in zip(a, b)) for a, b in zip(first, second))
+    return memo[key]
+
+
+def _reuse_note(experiment: Experiment, target: Path, recorded: Dict[str, object], settings: RunSettings,
+                memo: Dict[str, bool]) -> str:
+    """Check a finished run's recorded settings against this call's; return a note for the log, or raise.
+
+    Everything that shapes training must match. Two evaluation-protocol settings are judged by their effect:
+    ``timestamps`` may differ when both give the same sequences (checked on the data), and ``ties`` may differ
+    because it only turns saved ranks into metrics — results.csv keeps each run's own policy in its ``ties``
+    column, so a table never mixes them unseen."""
+    now = settings.shaping()
+    differs = {k for k in now if recorded.get(k) != now[k]}
+    if "timestamps" in differs and _same_order_both_ways(experiment, settings, memo):
+        differs.discard("timestamps")
+    if differs - {"ties"}:
+        raise ExperimentError(
+            f"{target} was finished with settings {recorded}, now {now}; "
+            "results of different settings must not be mixed — use another --out folder "
+            "(or the same settings, e.g. --timestamps / --ties)")
+    return f" (evaluated with ties={recorded['ties']}, kept)" if "ties" in differs else ""
+
+
 def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0, 1, 2),
                     out: Path = Path("results"), settings: Optional[RunSettings] = None,
                     log: Callable[[str], None] = print, **options) -> pd.DataFrame:
@@ -262,6 +295,7 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
     settings = dataclasses.replace(settings or RunSettings(), **options)
     out = Path(out)
     cache: Dict[tuple, tuple] = {}
+    equivalent_orders: Dict[str, bool] = {}
     done: set = set()
     for exp in experiments:
         for seed in seeds:
@@ -272,12 +306,8 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
             if (target / "metrics.json").exists() and (target / "experiment.json").exists():
                 recorded = json.loads((target / "experiment.json").read_text()).get("settings", {})
                 recorded = {**RunSettings.LEGACY_SHAPING, **recorded}
-                if recorded != settings.shaping():
-                    raise ExperimentError(
-                        f"{target} was finished with settings {recorded}, now {settings.shaping()}; "
-                        "results of different settings must not be mixed — use another --out folder "
-                        "(or the same --timestamps / --ties)")
-                log(f"skip (finished): {exp.run_key} seed {seed}")
+                note = _reuse_note(exp, target, recorded, settings, equivalent_orders)
+                log(f"skip (finished): {exp.run_key} seed {seed}{note}")
                 continue
             key = (exp.dataset, exp.split)
             if key not in cache:
@@ -313,7 +343,7 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
 RESULT_COLUMNS = ["table", "dataset", "split", "model", "backbone", "inner", "adapt_at_test", "adapt", "seed",
                   *METRICS,
                   *(f"valid_{m}" for m in METRICS), "epochs", "best_epoch", "max_epochs", "patience", "batch_size",
-                  "train_time_s", "device", "data", "run_key"]
+                  "train_time_s", "device", "data", "timestamps", "ties", "run_key"]
 
 
 def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = None,
@@ -340,6 +370,8 @@ def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = Non
             row.update(epochs=metrics.get("epochs"), best_epoch=metrics.get("best_epoch"),
                        train_time_s=metrics.get("train_time_s"), device=metrics.get("device"),
                        data=(metrics.get("run") or {}).get("data_name", exp.dataset), run_key=exp.run_key)
+            recorded = {**RunSettings.LEGACY_SHAPING, **info.get("settings", {})}   # a run without them: legacy
+            row.update(timestamps=recorded["timestamps"], ties=recorded["ties"])
             rows.append(row)
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
