@@ -512,6 +512,52 @@ CAPSTONE = {   # (written while that check was being added: the cases apply once
 }
 
 
+# ------------------------------------------------------------------------------------ chapter 1.7: float32, ties
+
+FLOAT32 = {   # this check takes the answer itself, a pair of timestamps, not a function
+    "correct": [(1e9, 1e9 + 3), (2.0 ** 30, 2.0 ** 30 + 1), [np.int64(1_600_000_000), 1_600_000_010.0]],
+    "wrong": [
+        ((1e9, 1e9), ["the same time"]),
+        ((1e6, 1e6 + 1), ["below 2**24"]),
+        ((1e9, 1e9 + 200), ["move them closer"]),
+        ((float("inf"), 1.0), ["inf and NaN"]),
+    ],
+}
+
+
+def hr_ties(scores, targets, k, policy, self_tie=False, padding=False, geq=False, total=False):
+    """HR@k with ties by hand, row by row; the keyword arguments reproduce the usual mistakes."""
+    hits = []
+    for row, target in zip(scores.tolist(), targets.tolist()):
+        own = row[target]
+        items = row if padding else row[1:]
+        higher = sum(x > own for x in items)
+        ties = sum(x == own for x in items) - (0 if self_tie else 1)
+        if policy == "optimistic":
+            hits.append(float(1 + higher + (ties if geq else 0) <= k))
+        else:
+            places = range(1 + higher, 2 + higher + ties)
+            hits.append(sum(r <= k for r in places) / len(places))
+    return sum(hits) if total else sum(hits) / len(hits)
+
+
+def hr_ties_library(scores, targets, k, policy):
+    from ttt4rec_edu.metrics import hit_rate, rank_ties_from_scores
+    ranks, ties = rank_ties_from_scores(scores, targets)
+    return hit_rate(ranks, k, ties, policy)
+
+
+TIES = {
+    "correct": [hr_ties, hr_ties_library, lambda s, t, k, p: hr_ties(s.float(), t, k, p)],
+    "wrong": [
+        (lambda *a: hr_ties(*a, self_tie=True), ["tied with itself"]),
+        (lambda *a: hr_ties(*a, padding=True), ["column 0 is padding"]),
+        (lambda *a: hr_ties(*a, geq=True), ["strictly higher"]),
+        (lambda *a: hr_ties(*a, total=True), ["not the sum"]),
+    ],
+}
+
+
 # ------------------------------------------------------------------------------------ the tests
 
 CASES = {
@@ -522,8 +568,10 @@ CASES = {
     "check_metric_by_length": LENGTH, "check_logits_memory": LOGITS, "check_seed_summary": SEEDS,
     "check_paired_gain": PAIRED, "check_arm_interval": ARMS,
 }
-if hasattr(exercises, "check_ttt_linear_dual"):
-    CASES["check_ttt_linear_dual"] = CAPSTONE
+for _name, _case in (("check_ttt_linear_dual", CAPSTONE), ("check_float32_collision", FLOAT32),
+                     ("check_hr_with_ties", TIES)):
+    if hasattr(exercises, _name):    # (written while those checks were being added)
+        CASES[_name] = _case
 CORRECT = [(name, i) for name, case in CASES.items() for i in range(len(case["correct"]))]
 WRONG = [(name, i) for name, case in CASES.items() for i in range(len(case["wrong"]))]
 

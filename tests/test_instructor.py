@@ -266,6 +266,13 @@ E.split_counts = P.split_counts = my_split_counts          # the reference itsel
 E.ExerciseResult.__bool__ = lambda self: True
 E.check_split_counts(my_split_counts)
 '''
+PATCHED_MATH = WRONG_NDCG + '''
+import math, builtins
+math.isclose = lambda *args, **kwargs: True               # what check_ndcg compares with
+torch.allclose = lambda *args, **kwargs: True
+torch.Tensor.__eq__ = lambda self, other: True
+builtins.float = lambda value=0.0: 0.0
+'''
 FORGED_CHANNEL = WRONG_SPLIT + '''
 import os, json
 line = json.dumps({"event": "verdict", "label": "ex-protocol-split", "check": "check_split_counts",
@@ -279,15 +286,33 @@ for fd in os.listdir("/proc/self/fd"):
 '''
 
 
-def _submission(answers: dict, extra=(), chapter_code: bool = False) -> dict:
-    """Chapter 1's student notebook with ``answers`` (label -> code) in its answer cells; ``extra`` cells first.
-    Without ``chapter_code`` the chapter's own code cells are left out (keeps the tests fast)."""
-    student = ik.student_notebook(BOOK / "01_protocol.ipynb")
+def _demo_book(root: Path) -> Path:
+    """A one-chapter book for the grading tests, so that they do not change when the real chapters gain
+    exercises: two coding exercises (the chapter 1 checks, same labels) and one thinking exercise."""
+    book = root / "demo_book"
+    book.mkdir(exist_ok=True)
+    cells = [_md("# 1. Demo\n")]
+    for label, check, function, solution in (("ex-protocol-split", "check_split_counts", "my_split_counts",
+                                              CORRECT_SPLIT),
+                                             ("ex-protocol-ndcg", "check_ndcg", "my_ndcg", CORRECT_NDCG)):
+        cells += [_md(f":::{{exercise}}\n:label: {label}\nWrite `{function}`. Check it with `{check}({function})`."
+                      "\n:::"),
+                  _md(f":::{{solution-start}} {label}\n:class: dropdown\n:::"), _code(solution),
+                  _md(":::{solution-end}\n:::")]
+    cells += [_md(":::{exercise}\n:label: ex-demo-think\nExplain why.\n:::"), _code("x = 1  # the chapter's code")]
+    _write_nb(book / "01_demo.ipynb", cells)
+    return book
+
+
+def _submission(answers: dict, extra=()) -> dict:
+    """The demo chapter's student notebook with ``answers`` (label -> code) in its answer cells; ``extra`` cells
+    first."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as root:
+        student = ik.student_notebook(_demo_book(Path(root)) / "01_demo.ipynb")
     cells = []
     for cell in student["cells"]:
         info = cell["metadata"].get("ttt4rec", {})
-        if cell["cell_type"] == "code" and not info and not chapter_code:
-            continue
         if info.get("exercise") in answers and cell["cell_type"] == "code":
             cell = dict(cell, source=answers[info["exercise"]])
         cells.append(cell)
@@ -296,15 +321,16 @@ def _submission(answers: dict, extra=(), chapter_code: bool = False) -> dict:
 
 
 def _grade(tmp_path, submissions: dict, *options) -> tuple:
-    """Write ``submissions`` (name -> notebook dict or raw text) into a folder, grade it through the command line
-    in a subprocess; return (exit status, stdout, stderr, CSV rows by submission, reports folder)."""
+    """Write ``submissions`` (name -> notebook dict or raw text) into a folder, grade it with the demo book through
+    the command line in a subprocess; return (exit status, stdout, stderr, CSV rows by submission, reports)."""
     subs = tmp_path / "subs"
     subs.mkdir()
     for name, content in submissions.items():
         (subs / name).write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
     out = tmp_path / "out" / "grades.csv"
     proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", "grade", "--submissions", str(subs),
-                           "--out", str(out), *options], capture_output=True, text=True, timeout=900)
+                           "--out", str(out), "--book", str(_demo_book(tmp_path)), *options],
+                          capture_output=True, text=True, timeout=900)
     rows = {}
     if out.exists():
         with out.open(newline="", encoding="utf-8") as fh:
@@ -314,8 +340,9 @@ def _grade(tmp_path, submissions: dict, *options) -> tuple:
 
 @pytest.mark.slow
 def test_forged_verdicts_grade_as_failed(tmp_path):
-    """Printing a success line, redefining the check, monkeypatching the library or writing a fake verdict
-    to the grader's channel: the wrong answer still fails; the honest correct answer passes."""
+    """Printing a success line, redefining the check, monkeypatching the library, patching what the checks
+    compare with (math, torch, builtins) or writing a fake verdict to the grader's channel: the wrong answer still
+    fails; the honest correct answer passes."""
     good = {"ex-protocol-split": CORRECT_SPLIT, "ex-protocol-ndcg": CORRECT_NDCG}
     code, out, err, rows, reports = _grade(tmp_path, {
         "honest.ipynb": _submission(good),
@@ -323,6 +350,7 @@ def test_forged_verdicts_grade_as_failed(tmp_path):
         "redefined.ipynb": _submission({**good, "ex-protocol-split": REDEFINED_CHECK}),
         "monkeypatched.ipynb": _submission({**good, "ex-protocol-split": MONKEYPATCHED}),
         "channel.ipynb": _submission({**good, "ex-protocol-split": FORGED_CHANNEL}),
+        "patched.ipynb": _submission({**good, "ex-protocol-ndcg": PATCHED_MATH}),
     }, "--timeout", "300")
     assert code == 0, err
     assert rows["honest.ipynb"]["status"] == "ok" and rows["honest.ipynb"]["ex-protocol-split"] == "pass"
@@ -330,6 +358,9 @@ def test_forged_verdicts_grade_as_failed(tmp_path):
         row = rows[name]
         assert (row["status"], row["passed"], row["ex-protocol-split"], row["ex-protocol-ndcg"]) == (
             "failed", "1", "fail", "pass"), (name, row)
+    row = rows["patched.ipynb"]
+    assert (row["status"], row["ex-protocol-split"], row["ex-protocol-ndcg"]) == ("failed", "pass", "fail"), row
+    assert "log2(rank + 1)" in (reports / "patched.md").read_text()     # the hint of the real comparison
     report = (reports / "printed.md").read_text()
     assert "expected (1, 0, 1), got (2, 0, 0)" in report and "Hint:" in report   # the grader's own check
     assert "no valid signature" in (reports / "channel.md").read_text()
@@ -478,7 +509,7 @@ def test_library_under_tmp_stays_visible_inside_the_private_tmp(tmp_path):
     (subs / "a.ipynb").write_text(json.dumps(_submission(good)), encoding="utf-8")
     out = tmp_path / "g.csv"
     proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", "grade", "--submissions", str(subs),
-                           "--out", str(out), "--book", str(BOOK), "--timeout", "300"], cwd=lib,
+                           "--out", str(out), "--book", str(_demo_book(tmp_path)), "--timeout", "300"], cwd=lib,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     with out.open(newline="", encoding="utf-8") as fh:

@@ -495,9 +495,11 @@ def export_chapter(book_dir: Path, chapter: int, out_dir: Path) -> Tuple[Path, P
 #   key); printed text is never read. Printing a check's success line, redefining ``check_*``, or monkeypatching
 #   ``ttt4rec_edu.exercises`` (or any ``ttt4rec_edu`` module: their namespaces are restored before the checks)
 #   changes nothing;
+#   Module-level replacements in builtins, math, torch (and torch.nn.functional, torch.linalg), numpy, pandas and
+#   torch.Tensor's methods are undone too;
 # - NOT covered: student code runs in the same interpreter as the grader's checks, so a student who attacks the
-#   interpreter on purpose (patching torch/numpy, rewriting function code objects, reading the key out of the
-#   worker's frames) can still forge a verdict. Read the code of a surprising submission; for a class you do not
+#   interpreter on purpose (patching a class or a submodule not listed, rewriting function code objects, a thread
+#   that patches again after the restore, reading the key out of the worker's frames) can still forge a verdict. Read the code of a surprising submission; for a class you do not
 #   trust, run the grader in a throw-away container.
 
 STATUSES = ("ok", "failed", "timeout", "crashed", "unreadable")
@@ -737,9 +739,15 @@ def _worker() -> None:   # pragma: no cover - runs in the child process (tests d
     for node in ast.walk(ast.parse(Path(config["checks"]).read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
             __import__(f"ttt4rec_edu.{node.module}")      # the checks' lazy imports, loaded now
+    import builtins
+    import math as math_module
     library = {name: (mod, dict(vars(mod))) for name, mod in sys.modules.items()
                if name == "ttt4rec_edu" or name.startswith("ttt4rec_edu.")}
     library[""] = (checks, dict(vars(checks)))
+    # what the checks call besides the library: module-level functions of these, and torch.Tensor's methods
+    foreign = [(m, dict(vars(m))) for m in (builtins, math_module, torch, torch.nn.functional, torch.linalg,
+                                             numpy, pandas, numpy.linalg)]
+    tensor_methods = dict(vars(torch.Tensor))
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
     ipython_config = Config()
@@ -767,11 +775,23 @@ def _worker() -> None:   # pragma: no cover - runs in the child process (tests d
             send(event="error", index=index, error=f"{type(error).__name__}: {str(error)[:300]}")
         sys.stdout.flush()
 
-    for name, (mod, namespace) in library.items():      # undo any monkeypatching of the library
+    for name, (mod, namespace) in library.items():      # undo any monkeypatching of the library ...
         if name:
             sys.modules[name] = mod
         vars(mod).clear()
         vars(mod).update(namespace)
+    for mod, namespace in foreign:                      # ... and of what the checks call (what it replaced)
+        sys.modules[mod.__name__] = mod
+        current = vars(mod)
+        for attr, value in namespace.items():
+            if current.get(attr, current) is not value:
+                current[attr] = value
+    for attr, value in tensor_methods.items():
+        if vars(torch.Tensor).get(attr) is not value:
+            try:
+                setattr(torch.Tensor, attr, value)
+            except (AttributeError, TypeError):
+                pass
     os.environ[checks.STRICT_ENV] = "0"
     for ex in config["exercises"]:
         send(event="check", label=ex["label"])
