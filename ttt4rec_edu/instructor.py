@@ -494,13 +494,13 @@ def export_chapter(book_dir: Path, chapter: int, out_dir: Path) -> Tuple[Path, P
 #   it travels to the grader on a channel (an inherited file descriptor, every line signed with a per-run secret
 #   key); printed text is never read. Printing a check's success line, redefining ``check_*``, or monkeypatching
 #   ``ttt4rec_edu.exercises`` (or any ``ttt4rec_edu`` module: their namespaces are restored before the checks)
-#   changes nothing;
-#   Module-level replacements in builtins, math, torch (and torch.nn.functional, torch.linalg), numpy, pandas and
-#   torch.Tensor's methods are undone too;
+#   changes nothing; module-level replacements in builtins, math, torch (and torch.nn.functional, torch.linalg),
+#   numpy, pandas and torch.Tensor's methods are undone too;
 # - NOT covered: student code runs in the same interpreter as the grader's checks, so a student who attacks the
 #   interpreter on purpose (patching a class or a submodule not listed, rewriting function code objects, a thread
-#   that patches again after the restore, reading the key out of the worker's frames) can still forge a verdict. Read the code of a surprising submission; for a class you do not
-#   trust, run the grader in a throw-away container.
+#   that patches again after the restore, reading the key out of the worker's frames) can still forge a verdict.
+#   Read the code of a surprising submission; for a class you do not trust, run the grader in a throw-away
+#   container.
 
 STATUSES = ("ok", "failed", "timeout", "crashed", "unreadable")
 NOBODY = "nobody"
