@@ -73,8 +73,9 @@ def test_index_covers_every_exercise_and_names_real_checks():
         assert sum(1 for r in rows if r["notebook"] == path.name) == text.count("{exercise}")
     for row in rows:
         assert row["kind"] == ("coding" if row["check"] else "thinking")
-        if row["check"]:
-            assert callable(getattr(checks, row["check"], None)), f"{row['label']}: no {row['check']} in exercises"
+        assert row["checks"][:1] == ([row["check"]] if row["check"] else [])
+        for check in row["checks"]:
+            assert callable(getattr(checks, check, None)), f"{row['label']}: no {check} in exercises"
     split = next(r for r in rows if r["label"] == "ex-protocol-split")
     assert (split["chapter"], split["check"], split["difficulty"]) == (1, "check_split_counts", 2)
 
@@ -521,3 +522,40 @@ def test_library_under_tmp_stays_visible_inside_the_private_tmp(tmp_path):
     report = (tmp_path / "g_reports" / "a.md").read_text()
     if "private /tmp" in report and str(tmp_path).startswith("/tmp/"):
         assert f"read-only inside: {lib.resolve()}" in report
+
+
+@pytest.mark.slow
+def test_an_exercise_with_two_checks_is_graded_on_both(tmp_path):
+    """The solution calls two different checks, one on a value expression: both are graded, each its column."""
+    book = tmp_path / "book2"
+    book.mkdir()
+    _write_nb(book / "01_two.ipynb", [
+        _md("# 1. Two\n"),
+        _md(":::{exercise}\n:label: ex-two\n(a) Find `t1 != t2` equal in float32. (b) Write `my_ndcg`.\n:::"),
+        _md(":::{solution-start} ex-two\n:::"),
+        _code("from ttt4rec_edu.exercises import check_float32_collision\n"
+              "t1 = 1e9\nt2 = t1 + 3\ncheck_float32_collision((t1, t2))\n" + CORRECT_NDCG
+              + "check_ndcg(WRONG)  # a demonstration on a wrong answer is not graded\n"),
+        _md(":::{solution-end}\n:::")])
+    (ex,) = ik.read_exercises(book / "01_two.ipynb")
+    assert ex.graded == [("check_ndcg", "my_ndcg"), ("check_float32_collision", "(t1, t2)")]
+    student = ik.student_notebook(book / "01_two.ipynb")
+    answer = next(_src(c) for c in student["cells"] if c["metadata"].get("ttt4rec"))
+    assert answer.rstrip().endswith("check_float32_collision((t1, t2))\ncheck_ndcg(my_ndcg)")
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    solutions = ik.solutions_notebook(book / "01_two.ipynb")
+    (subs / "right.ipynb").write_text(json.dumps(solutions))
+    same = json.loads(json.dumps(solutions))
+    for cell in same["cells"]:
+        cell["source"] = _src(cell).replace("t2 = t1 + 3", "t2 = t1")
+    (subs / "same.ipynb").write_text(json.dumps(same))
+    out = tmp_path / "g.csv"
+    assert ik.main(["grade", "--submissions", str(subs), "--out", str(out), "--book", str(book),
+                    "--timeout", "300"]) == 0
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = {r["submission"]: r for r in csv.DictReader(fh)}
+    assert [(r["status"], r["passed"], r["ex-two:check_ndcg"], r["ex-two:check_float32_collision"])
+            for r in (rows["right.ipynb"], rows["same.ipynb"])] == [("ok", "2", "pass", "pass"),
+                                                                     ("failed", "1", "pass", "fail")]
+    assert "ex-two:check_float32_collision" in rows["same.ipynb"]["reason"]

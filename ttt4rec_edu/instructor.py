@@ -144,6 +144,7 @@ class Exercise:
     check_call: Optional[str] = None      # e.g. "check_split_counts(my_split_counts)"
     student_function: Optional[str] = None
     signature: Optional[str] = None       # the solution's "def my_fn(args):" line
+    graded: List[Tuple[str, str]] = field(default_factory=list)   # (check, argument): each check the solution calls
 
     @property
     def kind(self) -> str:
@@ -196,6 +197,19 @@ def _check_calls(code: str) -> List[Tuple[str, str, str, bool]]:
             calls.append((node.func.id, node.args[0].id, ast.get_source_segment(code, node) or "", id(node) in asserted))
     calls.sort(key=lambda c: not c[3])   # calls under `assert` first: those are the reference answer's own
     return calls
+
+
+def _graded_calls(code: str) -> List[Tuple[str, str]]:
+    """``(check name, argument source)`` of every one-argument ``check_*(...)`` call in ``code``, in source order
+    (the argument may be any expression, e.g. ``check_float32_collision((t1, t2))``)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return [(m.group(1), m.group(2)) for m in CHECK_CALL.finditer(code)]
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+             and node.func.id.startswith("check_") and len(node.args) == 1 and not node.keywords]
+    calls.sort(key=lambda node: (node.lineno, node.col_offset))
+    return [(node.func.id, ast.get_source_segment(code, node.args[0]) or "") for node in calls]
 
 
 def _signature(code_cells: Iterable[str], function: str) -> Optional[str]:
@@ -258,6 +272,12 @@ def read_exercises(path: Path, nb: Optional[dict] = None) -> List[Exercise]:
         if calls:
             ex.check, ex.student_function, ex.check_call, _ = calls[0]
             ex.signature = _signature(ex.solution_code, ex.student_function)
+            graded = [call for code in ex.solution_code for call in _graded_calls(code) if call[0] not in local]
+            primary = (ex.check, ex.student_function)
+            ex.graded = [primary]        # then each other check once (a check called again on a wrong
+            for check, arg in graded:    # variant is the solution's demonstration, not an answer)
+                if check not in {c for c, _ in ex.graded}:
+                    ex.graded.append((check, arg))
     return sorted(exercises.values(), key=lambda e: e.cell)
 
 
@@ -269,13 +289,15 @@ def exercise_index(book_dir: Path = Path("book")) -> List[dict]:
     """One dict per exercise of every ``book/NN_*.ipynb``, in book order.
 
     Keys: ``chapter`` (int), ``notebook``, ``label``, ``title`` (the directive's title or the statement's first
-    sentence), ``kind`` ("coding" | "thinking"), ``difficulty`` (1–3), ``check`` (``check_*`` name or None).
+    sentence), ``kind`` ("coding" | "thinking"), ``difficulty`` (1–3), ``check`` (``check_*`` name or None),
+    ``checks`` (every check the grader runs for it: the main one first).
     """
     rows = []
     for path in chapter_paths(book_dir):
         for ex in read_exercises(path):
             rows.append({"chapter": ex.chapter, "notebook": ex.notebook, "label": ex.label, "title": ex.title,
-                         "kind": ex.kind, "difficulty": ex.difficulty, "check": ex.check})
+                         "kind": ex.kind, "difficulty": ex.difficulty, "check": ex.check,
+                         "checks": list(dict.fromkeys(check for check, _ in ex.graded))})
     return rows
 
 
@@ -284,7 +306,7 @@ def exercise_index_markdown(book_dir: Path = Path("book")) -> str:
     lines = ["| Ch. | Exercise | Statement (first sentence) | Kind | Difficulty | Check |",
              "|---:|---|---|---|---|---|"]
     for row in exercise_index(book_dir):
-        check = f"`{row['check']}`" if row["check"] else "—"
+        check = ", ".join(f"`{c}`" for c in row["checks"]) if row["checks"] else "—"
         lines.append(f"| {row['chapter']} | {{ref}}`{row['label']} <{row['label']}>` | {row['title']} | "
                      f"{row['kind']} | {STARS[row['difficulty']]} | {check} |")
     return "\n".join(lines)
@@ -401,9 +423,11 @@ def _answer_cells(ex: Exercise) -> List[dict]:
     meta = {"tags": [ANSWER_TAG], "ttt4rec": {"exercise": ex.label, "check": ex.check}}
     if ex.check:
         module = "ttt4rec_edu.exercises"
-        lines = ["# your answer here", f"from {module} import {ex.check}", ""]
+        names = list(dict.fromkeys(check for check, _ in ex.graded or [(ex.check, "")]))
+        lines = ["# your answer here", f"from {module} import {', '.join(names)}", ""]
         if ex.signature:
             lines += ["", ex.signature, "    ...  # replace with your code", "", ""]
+        lines += [f"{check}({arg})" for check, arg in ex.graded[1:]]      # the exercise's other checks
         lines.append(ex.check_call or f"{ex.check}({ex.student_function})")
         return [{"cell_type": "code", "id": f"answer-{ex.label}"[:64], "metadata": meta,
                  "execution_count": None, "outputs": [], "source": "\n".join(lines)}]
@@ -795,11 +819,18 @@ def _worker() -> None:   # pragma: no cover - runs in the child process (tests d
     os.environ[checks.STRICT_ENV] = "0"
     for ex in config["exercises"]:
         send(event="check", label=ex["label"])
-        fn = shell.user_ns.get(ex["function"])
-        if fn is None or not callable(fn):
-            found = "is not defined" if fn is None else f"is a {type(fn).__name__}, not a function"
+        arg = ex["function"]
+        try:   # the argument of the book's own check call (a name, or an expression such as (t1, t2))
+            if arg.isidentifier():
+                if arg not in shell.user_ns:
+                    raise NameError(f"`{arg}` is not defined after the last cell (the answer defines it)")
+                fn = shell.user_ns[arg]
+            else:
+                fn = eval(compile(arg, "<check argument>", "eval"), shell.user_ns)  # noqa: S307 - the book's text
+        except Exception as exc:   # noqa: BLE001
             send(event="verdict", label=ex["label"], check=ex["check"], passed=False,
-                 message=f"`{ex['function']}` {found} after the last cell (the answer defines it)")
+                 message=str(exc) if isinstance(exc, NameError) and arg.isidentifier() else
+                 f"`{arg}` could not be evaluated after the last cell: {type(exc).__name__}: {exc}")
             continue
         buffer = io.StringIO()
         try:
@@ -942,7 +973,7 @@ def grade_submission(path: Path, book_dir: Optional[Path] = None, limits: Option
         exercises = read_exercises(find_chapter(book_dir, chapter))
     except (GradingError, FileNotFoundError) as exc:
         return Submission(path.name, "unreadable", str(exc), chapter)
-    coding = [ex for ex in exercises if ex.check and ex.student_function]
+    coding = [(ex, check, arg) for ex in exercises for check, arg in ex.graded]
     sub = Submission(path.name, "failed", chapter=chapter, thinking=[ex.label for ex in exercises if not ex.check])
     cells = [(i, _source(c)) for i, c in enumerate(nb["cells"]) if c.get("cell_type") == "code"]
     answer_of = {i: c.get("metadata", {}).get("ttt4rec", {}).get("exercise") for i, c in enumerate(nb["cells"])}
@@ -971,8 +1002,7 @@ def grade_submission(path: Path, book_dir: Optional[Path] = None, limits: Option
                   "limits": {"timeout": limits.timeout, "cpu": limits.cpu, "memory_mb": int(limits.memory_mb),
                              "file_mb": int(limits.file_mb)},
                   "cells": cells,
-                  "exercises": [{"label": ex.label, "check": ex.check, "function": ex.student_function}
-                                for ex in coding]}
+                  "exercises": [{"label": ex.label, "check": check, "function": arg} for ex, check, arg in coding]}
         proc = subprocess.Popen([sys.executable, "-c", _WORKER_BOOT], stdin=subprocess.PIPE, stdout=log_fd,
                                 stderr=subprocess.STDOUT, pass_fds=(channel_fd,), cwd=work, env=env,
                                 start_new_session=True)
@@ -1019,8 +1049,8 @@ def grade_submission(path: Path, book_dir: Optional[Path] = None, limits: Option
             sub.cell_errors.append(f"cell {event['index']}: {event['error']}")
         elif kind == "check":
             where = f"while checking {event['label']}"
-        elif kind == "verdict" and event["label"] not in verdicts:
-            verdicts[event["label"]] = ExerciseVerdict(event["label"], event["check"], bool(event["passed"]),
+        elif kind == "verdict" and (event["label"], event["check"]) not in verdicts:
+            verdicts[event["label"], event["check"]] = ExerciseVerdict(event["label"], event["check"], bool(event["passed"]),
                                                        str(event["message"]))
         elif kind == "done":
             done = True
@@ -1040,15 +1070,21 @@ def grade_submission(path: Path, book_dir: Optional[Path] = None, limits: Option
         last = [line for line in log_tail.splitlines() if line.strip()][-1:]
         sub.status, sub.reason = "crashed", f"the notebook's process {ended} {where}" + (
             f" (its last output: {last[0].strip()[:200]})" if last else "")
-    for ex in coding:
-        sub.verdicts.append(verdicts.get(ex.label) or ExerciseVerdict(
-            ex.label, ex.check, False, f"not graded: the run stopped ({sub.status}) {where}"))
+    for ex, check, _ in coding:
+        sub.verdicts.append(verdicts.get((ex.label, check)) or ExerciseVerdict(
+            ex.label, check, False, f"not graded: the run stopped ({sub.status}) {where}"))
     if sub.status == "failed":           # ran to the end
-        failed = [v.label for v in sub.verdicts if not v.passed]
+        failed = [_column(v, sub.verdicts) for v in sub.verdicts if not v.passed]
         sub.status = "failed" if failed else "ok"
         sub.reason = (f"{len(failed)} of {len(sub.verdicts)} checks failed: {', '.join(failed)}" if failed
                       else f"all {len(sub.verdicts)} checks passed")
     return sub
+
+
+def _column(verdict: ExerciseVerdict, verdicts: Sequence[ExerciseVerdict]) -> str:
+    """The exercise's label, or ``label:check`` when that exercise has more than one check."""
+    several = sum(v.label == verdict.label for v in verdicts) > 1
+    return f"{verdict.label}:{verdict.check}" if several else verdict.label
 
 
 def submission_files(folder: Path) -> List[Path]:
@@ -1070,7 +1106,7 @@ def _report_markdown(sub: Submission, coding: Sequence[Exercise] = ()) -> str:
         lines.append("")
         for v in sub.verdicts:
             if not v.passed:
-                lines += [f"### {v.label}", "", "```text", v.message, "```", ""]
+                lines += [f"### {v.label} (`{v.check}`)", "", "```text", v.message, "```", ""]
     if sub.thinking:
         lines += ["## Thinking exercises (read by hand)", ""] + [f"- {label}" for label in sub.thinking] + [""]
     if sub.cell_errors:
@@ -1123,12 +1159,12 @@ def grade_folder(submissions: Path, out_csv: Path, limits: Optional[Limits] = No
             progress(sub)
     labels: List[str] = []
     for sub in results:
-        labels += [v.label for v in sub.verdicts if v.label not in labels]
+        labels += [_column(v, sub.verdicts) for v in sub.verdicts if _column(v, sub.verdicts) not in labels]
     with out_csv.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["submission", "chapter", "status", "passed", "checks", "reason"] + labels)
         for sub in results:
-            marks = {v.label: "pass" if v.passed else "fail" for v in sub.verdicts}
+            marks = {_column(v, sub.verdicts): "pass" if v.passed else "fail" for v in sub.verdicts}
             writer.writerow([sub.name, "" if sub.chapter is None else sub.chapter, sub.status, sub.passed,
                              len(sub.verdicts), sub.reason] + [marks.get(label, "") for label in labels])
     if len(results) == 1:
