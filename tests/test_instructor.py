@@ -487,6 +487,15 @@ def test_chapter_is_read_from_metadata_labels_or_name(tmp_path):
     assert ik._chapter_of(bare, BOOK, 4, "03_x.ipynb") == 4             # --chapter wins
     with pytest.raises(ik.GradingError, match="pass --chapter"):
         ik._chapter_of(bare, BOOK, None, "alice.ipynb")
+    mangled = dict(student, metadata={"ttt4rec": "x"},
+                   cells=[dict(c, metadata={"ttt4rec": 7}) for c in student["cells"]])
+    assert ik._chapter_of(mangled, BOOK, None, "02_rope_student.ipynb") == 2     # mangled metadata: no crash
+    for bad in ({"cells": "x"}, {"cells": [1]}, {"cells": [{"cell_type": "code", "source": 5}]}, [], "x"):
+        path = tmp_path / "bad.ipynb"
+        path.write_text(json.dumps(dict(bad, nbformat=4, nbformat_minor=5, metadata={})
+                                   if isinstance(bad, dict) else bad))
+        with pytest.raises(ik.GradingError, match="not a readable notebook"):
+            ik._read_submission(path)
 
 
 def test_book_defaults_to_the_one_beside_the_library(tmp_path):

@@ -867,18 +867,30 @@ def _read_submission(path: Path) -> dict:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise GradingError(f"not a readable notebook ({type(exc).__name__}: {first.split(': ')[0][:200]})") \
             from None
-    if not isinstance(nb.get("cells"), list):
+    cells = nb.get("cells")
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         raise GradingError("not a readable notebook (no list of cells)")
+    for i, cell in enumerate(cells):
+        source = cell.get("source", "")
+        if not (isinstance(source, str) or (isinstance(source, list) and all(isinstance(x, str) for x in source))):
+            raise GradingError(f"not a readable notebook (cell {i} has no text source)")
     return nb
+
+
+def _cell_info(cell: dict) -> dict:
+    """The ``ttt4rec`` metadata the export wrote into a cell (a submission may have mangled it: then {})."""
+    meta = cell.get("metadata")
+    info = meta.get("ttt4rec") if isinstance(meta, dict) else None
+    return info if isinstance(info, dict) else {}
 
 
 def _chapter_of(nb: dict, book_dir: Path, chapter: Optional[int], name: str = "") -> int:
     if chapter is not None:
         return chapter
-    meta = nb.get("metadata", {}).get("ttt4rec", {})
-    if isinstance(meta, dict) and isinstance(meta.get("chapter"), int):
+    meta = _cell_info(nb)
+    if isinstance(meta.get("chapter"), int):
         return meta["chapter"]
-    labels = {c.get("metadata", {}).get("ttt4rec", {}).get("exercise") for c in nb["cells"]}
+    labels = {_cell_info(c).get("exercise") for c in nb["cells"]}
     by_label = {row["label"]: row["chapter"] for row in exercise_index(book_dir)}
     found = {by_label[label] for label in labels if label in by_label}
     if len(found) == 1:
@@ -976,7 +988,7 @@ def grade_submission(path: Path, book_dir: Optional[Path] = None, limits: Option
     coding = [(ex, check, arg) for ex in exercises for check, arg in ex.graded]
     sub = Submission(path.name, "failed", chapter=chapter, thinking=[ex.label for ex in exercises if not ex.check])
     cells = [(i, _source(c)) for i, c in enumerate(nb["cells"]) if c.get("cell_type") == "code"]
-    answer_of = {i: c.get("metadata", {}).get("ttt4rec", {}).get("exercise") for i, c in enumerate(nb["cells"])}
+    answer_of = {i: _cell_info(c).get("exercise") for i, c in enumerate(nb["cells"])}
 
     private = Path(tempfile.mkdtemp(prefix="ttt4rec-grader-"))          # the grader's: log and channel
     work = Path(tempfile.mkdtemp(prefix="ttt4rec-submission-"))        # the submission's own copy
@@ -1148,8 +1160,11 @@ def grade_folder(submissions: Path, out_csv: Path, limits: Optional[Limits] = No
     results = []
     for path in files:
         stem = str(path.relative_to(submissions).with_suffix("")).replace(os.sep, "__")
-        sub = grade_submission(path, book_dir, limits, chapter, workdir, allow_root, cut_network,
-                               log_path=reports / f"{stem}.log", user=user)
+        try:
+            sub = grade_submission(path, book_dir, limits, chapter, workdir, allow_root, cut_network,
+                                   log_path=reports / f"{stem}.log", user=user)
+        except Exception as exc:   # noqa: BLE001 - one file must never stop the run
+            sub = Submission(path.name, "crashed", f"the grader failed on this file: {type(exc).__name__}: {exc}")
         sub.name = str(path.relative_to(submissions))
         (reports / f"{stem}.md").write_text(_report_markdown(sub) + "\n", encoding="utf-8")
         (reports / f"{stem}.results.json").write_text(json.dumps(gradescope_results(sub), indent=1,
