@@ -232,3 +232,18 @@ def test_test_steps_on_a_real_split_start_after_the_validation_part():
     assert (first.loc[last_valid.index] == last_valid + 1).all()
     assert (pd.Series(steps).groupby(test["user"].to_numpy()).max() ==
             test.groupby("user").size()).all()
+
+
+def test_paired_differences_is_paired_bootstrap_per_pair():
+    from ttt4rec_edu.analysis import paired_bootstrap, paired_differences
+    rng = np.random.default_rng(4)
+    users = rng.integers(0, 30, size=200)
+    frame = pd.DataFrame({"a": rng.random(200), "b": rng.random(200), "c": rng.random(200)})
+    groups = pd.Categorical(np.where(users % 2 == 0, "even", "odd"))
+    out = paired_differences(frame, {"a − b": ("a", "b"), "c − a": ("c", "a")}, users, groups, num_boot=200)
+    assert list(out.index.get_level_values("difference").unique()) == ["a − b", "c − a"]
+    alone = paired_bootstrap(frame["c"] - frame["a"], users, groups, num_boot=200)
+    pd.testing.assert_frame_equal(out.loc["c − a"], alone, check_names=False)
+    assert out.loc[("a − b", "all"), "mean"] == pytest.approx((frame["a"] - frame["b"]).mean())
+    with pytest.raises(KeyError, match=r"no column\(s\) \['z'\]"):
+        paired_differences(frame, {"z − a": ("z", "a")}, users)

@@ -33,7 +33,7 @@ from .experiments import run_dir
 from .train import METRICS_NAME, RANKS_NAME
 
 __all__ = ["mean_interval", "student_t_quantile", "learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "match_samples",
-           "per_sample_metric", "seed_mean_metric", "metric_by_group", "length_buckets", "test_steps", "paired_bootstrap",
+           "per_sample_metric", "seed_mean_metric", "metric_by_group", "length_buckets", "test_steps", "paired_differences", "paired_bootstrap",
            "RunFilesError"]
 
 
@@ -308,3 +308,23 @@ def paired_bootstrap(difference, users, groups=None, num_boot: int = 1000, seed:
                       "share_worse": float(np.mean(per_user < 0))}
     return pd.DataFrame.from_dict(rows, orient="index")
 
+
+
+def paired_differences(per_sample: pd.DataFrame, pairs: Dict[str, Tuple[str, str]], users, groups=None,
+                       num_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """:func:`paired_bootstrap` for several comparisons on the same samples at once.
+
+    Args:
+        per_sample: one column per model (e.g. each sample's seed-mean NDCG@10), rows = the same samples.
+        pairs: ``{label: (column_a, column_b)}``; each label gets ``per_sample[a] − per_sample[b]``.
+        users, groups, num_boot, seed, level: as in :func:`paired_bootstrap` (the same for every pair, so every
+            comparison resamples the same users).
+
+    Returns: the :func:`paired_bootstrap` rows of every pair, indexed by ``(difference, group)``.
+    """
+    missing = sorted({c for pair in pairs.values() for c in pair} - set(per_sample.columns))
+    if missing:
+        raise KeyError(f"per_sample has no column(s) {missing} (it has {list(per_sample.columns)})")
+    return pd.concat({label: paired_bootstrap(per_sample[a].to_numpy() - per_sample[b].to_numpy(), users, groups,
+                                              num_boot=num_boot, seed=seed, level=level)
+                      for label, (a, b) in pairs.items()}, names=["difference", "group"])
