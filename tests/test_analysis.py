@@ -247,3 +247,18 @@ def test_paired_differences_is_paired_bootstrap_per_pair():
     assert out.loc[("a − b", "all"), "mean"] == pytest.approx((frame["a"] - frame["b"]).mean())
     with pytest.raises(KeyError, match=r"no column\(s\) \['z'\]"):
         paired_differences(frame, {"z − a": ("z", "a")}, users)
+
+
+def test_welch_interval_by_hand():
+    from ttt4rec_edu.analysis import student_t_quantile, welch_interval
+    a, b = [0.30, 0.34, 0.35], [0.30, 0.31, 0.32, 0.33]
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
+    nu = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)          # 2.98...: rounded down to 2
+    assert 2 < nu < 3
+    diff, low, high = welch_interval(a, b)
+    half = student_t_quantile(0.975, 2) * math.sqrt(va + vb)
+    assert diff == pytest.approx(np.mean(a) - np.mean(b))
+    assert (low, high) == (pytest.approx(diff - half), pytest.approx(diff + half))
+    assert welch_interval([1, 1], [0, 0]) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match=">= 2 finite values"):
+        welch_interval([0.3], [0.2, 0.1])

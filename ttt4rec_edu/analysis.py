@@ -32,7 +32,7 @@ import pandas as pd
 from .experiments import run_dir
 from .train import METRICS_NAME, RANKS_NAME
 
-__all__ = ["mean_interval", "student_t_quantile", "learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "match_samples",
+__all__ = ["mean_interval", "welch_interval", "student_t_quantile", "learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "match_samples",
            "per_sample_metric", "seed_mean_metric", "metric_by_group", "length_buckets", "test_steps", "paired_differences", "paired_bootstrap",
            "RunFilesError"]
 
@@ -90,6 +90,24 @@ def mean_interval(values, level: float = 0.95) -> Tuple[float, float, float]:
         return mean, math.nan, math.nan
     half = student_t_quantile((1 + level) / 2, values.size - 1) * float(values.std(ddof=1)) / math.sqrt(values.size)
     return mean, mean - half, mean + half
+
+
+def welch_interval(a, b, level: float = 0.95) -> Tuple[float, float, float]:
+    """``(mean(a) − mean(b), low, high)`` for two *independent* groups, e.g. the test metric of each seed of two
+    separately trained models (seed k of one is not paired with seed k of the other): Welch's interval
+    ``d ± t_{(1+level)/2, ν} · sqrt(s_a²/n_a + s_b²/n_b)``, with the Welch–Satterthwaite ``ν`` rounded *down*
+    to an integer (a slightly wider, conservative interval). Needs two or more values per group."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.size < 2 or b.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(f"welch_interval needs >= 2 finite values per group, got {a.size} and {b.size}")
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    diff = float(a.mean() - b.mean())
+    if va + vb == 0:
+        return diff, diff, diff
+    nu = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    half = student_t_quantile((1 + level) / 2, max(1, int(math.floor(nu)))) * math.sqrt(va + vb)
+    return diff, diff - half, diff + half
 
 
 def _read_metrics(folder: Path) -> dict:
