@@ -207,3 +207,17 @@ def test_chapter_has_exercises_checks_and_gated_dropdown_solutions(path):
     for target, options in starts:
         assert re.search(r":class:.*\bdropdown\b", options), f"{path.name}: solution {target} lacks :class: dropdown"
         assert target in labels, f"{path.name}: solution-start {target!r} names no exercise label {sorted(labels)}"
+
+
+def test_every_notebook_code_line_fits_the_page():
+    """The house rule: a notebook's code fits the page (<= 88 characters a line), so the rendered book needs no
+    horizontal scrolling (the browser test checks the rendered boxes; this finds the line in seconds)."""
+    long_lines = []
+    for path in sorted(BOOK.glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            long_lines += [f"{path.name} cell {index}: {len(line)} chars: {line.strip()[:60]}"
+                           for line in source.splitlines() if len(line) > 88]
+    assert not long_lines, "code lines longer than 88 characters:\n" + "\n".join(long_lines)
