@@ -153,8 +153,9 @@ def run_grid(settings: Sequence[Mapping[str, object]], seeds: Iterable[int], bas
 
     Returns one row per (setting, seed, model variant) with the setting's values (one column per key that any
     setting changes), ``seed``, ``model``, ``adapt`` (True/False for the TTT4Rec arms, None otherwise),
-    ``variant`` (a readable label, :data:`VARIANT_NAMES`), ``hr@10``, ``ndcg@10``, ``train_loss`` (last epoch), ``best_epoch``, ``tau_b`` (TTT4Rec),
-    ``test_samples`` and ``time_s``. The two TTT4Rec rows of a run come from the same trained model.
+    ``variant`` (a readable label, :data:`VARIANT_NAMES`), ``hr@10``, ``ndcg@10``, ``train_loss`` (last epoch),
+    ``best_epoch``, ``tau_b`` (TTT4Rec), ``test_samples`` and ``time_s``. The ``TTT4Rec`` and ``η=0 at test`` rows
+    of a run come from the same trained model; the ``fixed W0`` row from a second one trained with η = 0.
 
     ``cache``: a dict shared between calls; a (config, seed, model) already run is not trained again — the
     chapter's experiments share their default point this way.
@@ -224,8 +225,10 @@ def plot_errorbars(df: pd.DataFrame, x: str, metric: str = "ndcg@10", hue: str =
         fig = ax.figure
     summary = summarize(df, [hue, x], metrics=[metric]).reset_index()
     if bars == "t95":
-        half = {key: (lambda t: (t[2] - t[1]) / 2)(mean_interval(part[metric].to_numpy()))
-                for key, part in df.groupby([hue, x], sort=True)}
+        half = {}
+        for key, part in df.groupby([hue, x], sort=True):
+            _, low, high = mean_interval(part[metric].to_numpy())
+            half[key] = (high - low) / 2
         summary["bar"] = [half[(h, v)] for h, v in zip(summary[hue], summary[x])]
     else:
         summary["bar"] = summary[f"{metric} std"]

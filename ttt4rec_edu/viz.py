@@ -473,21 +473,9 @@ __all__ = ["UserTrace", "user_trace", "delta_w_norms", "weight_deltas", "layer_o
 
 def _split_comment(line: str):
     """``(code, comment)`` of one source line; ``comment`` is '' when the line has no trailing ``#`` comment
-    outside a string literal."""
-    quote, escaped = None, False
-    for i, ch in enumerate(line):
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
-            return line[:i].rstrip(), line[i:]
-    return line, ""
+    outside a string literal. :func:`_scan` stops at that ``#``, so its length is where the comment starts."""
+    start = len(_scan(line))
+    return (line[:start].rstrip(), line[start:]) if start < len(line) else (line, "")
 
 
 def _scan(line: str, depth: int = 0):
