@@ -323,22 +323,10 @@ def _build_model(name: str, num_items: int, max_len: int, overrides: Dict[str, A
         raise CliError(f"model {name!r} rejected the options {overrides}: {err}") from None
 
 
-def load_data_source(name_or_path: str, format: Optional[str] = None, min_user_inter: Optional[int] = None,
-                     min_item_inter: Optional[int] = None, cache_dir: Optional[str] = None,
-                     offline: bool = False, timestamps: str = "recbole"):
-    """The ``SequenceData`` named by a ``--data`` value: a registry name, a file path or ``synthetic``
-    (the drift generator's defaults). Shared by ``train``, ``data stats`` and ``reproduce``."""
-    from . import data as data_pkg
-
-    if str(name_or_path).strip().lower() == "synthetic":
-        return data_pkg.make_drift_data()
-    return data_pkg.load_dataset(name_or_path, format=format, min_user_inter=min_user_inter,
-                                 min_item_inter=min_item_inter, cache_dir=cache_dir, download=not offline,
-                                 timestamps=timestamps)
-
-
 def _load_data(args):
     """The ``SequenceData`` named by ``--data`` (registry name, file path or ``synthetic``)."""
+    from .data import load_data_source
+
     return load_data_source(args.data, format=args.format, min_user_inter=args.min_user_inter,
                             min_item_inter=args.min_item_inter, cache_dir=args.cache_dir, offline=args.offline,
                             timestamps=args.timestamps)

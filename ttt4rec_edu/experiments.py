@@ -230,7 +230,7 @@ def run_dir(out: Path, experiment: Experiment, seed: int) -> Path:
 
 def _load_cell_data(experiment: Experiment, settings: RunSettings):
     """The cell's ``SequenceData`` (or the replacement), cut to ``max_users``, and the paper's context length."""
-    from .__main__ import load_data_source
+    from .data import load_data_source
     from .data import SequenceData, get_dataset_info
 
     data = load_data_source(settings.data_source or experiment.dataset, cache_dir=settings.cache_dir,

@@ -7,7 +7,7 @@ from .readers import (FORMATS, BadValueError, ChecksumError, CompressedFileError
 from .filtering import (DEFAULT_TIMESTAMPS, TIMESTAMP_MODES, filter_interactions, order_differences,
                         sort_times, to_sequences)
 from .download import default_cache_dir, download_file, ensure_dataset_file, sha256_of
-from .registry import DATASETS, DatasetInfo, get_dataset_info, load_dataset
+from .registry import DATASETS, DatasetInfo, get_dataset_info, load_data_source, load_dataset
 from .stats import dataset_stats
 from .synthetic import make_drift_data
 
@@ -19,5 +19,5 @@ __all__ = ["LEAVE_ONE_OUT", "SampleSet", "SequenceData", "Splits", "build_splits
            "filter_interactions", "to_sequences", "DEFAULT_TIMESTAMPS", "TIMESTAMP_MODES", "order_differences",
            "sort_times",
            "default_cache_dir", "download_file", "ensure_dataset_file", "sha256_of",
-           "DATASETS", "DatasetInfo", "get_dataset_info", "load_dataset",
+           "DATASETS", "DatasetInfo", "get_dataset_info", "load_data_source", "load_dataset",
            "dataset_stats", "make_drift_data"]

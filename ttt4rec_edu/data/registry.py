@@ -170,4 +170,19 @@ def load_dataset(name_or_path: Union[str, PathLike], format: Optional[str] = Non
     return data
 
 
-__all__ = ["DATASETS", "DEFAULT_MAX_LEN", "DatasetInfo", "get_dataset_info", "load_dataset"]
+def load_data_source(name_or_path: Union[str, PathLike], format: Optional[str] = None,
+                     min_user_inter: Optional[int] = None, min_item_inter: Optional[int] = None,
+                     cache_dir: Optional[PathLike] = None, offline: bool = False,
+                     timestamps: str = DEFAULT_TIMESTAMPS) -> SequenceData:
+    """The ``SequenceData`` named by a command line's ``--data`` value: a registry name, a file path or
+    ``synthetic`` (the drift generator's defaults). Shared by ``train``, ``data stats`` and ``reproduce``."""
+    if str(name_or_path).strip().lower() == "synthetic":
+        from .synthetic import make_drift_data
+
+        return make_drift_data()
+    return load_dataset(name_or_path, format=format, min_user_inter=min_user_inter,
+                        min_item_inter=min_item_inter, cache_dir=cache_dir, download=not offline,
+                        timestamps=timestamps)
+
+
+__all__ = ["DATASETS", "DEFAULT_MAX_LEN", "DatasetInfo", "get_dataset_info", "load_data_source", "load_dataset"]
