@@ -32,7 +32,7 @@ _REGISTRY: Dict[str, ModelFactory] = {}
 # Modules that register models when imported. Imported lazily so that `import ttt4rec_edu.models`
 # stays cheap and a broken optional model cannot break the others' import.
 _PROVIDERS = (
-    "ttt4rec_edu.model",
+    "ttt4rec_edu.ttt4rec",
     "ttt4rec_edu.baselines",
 )
 

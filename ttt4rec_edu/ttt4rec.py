@@ -50,7 +50,7 @@ parameters inflate the official count (and its FLOP report) but never touch a pr
 The other variants: TTT-Linear replaces the 8,512 inner-MLP parameters by 4 · (16 · 16 + 16) = 1,088 (block
 67,276); the Mamba backbone drops θ_K (−4,096), adds two depthwise Q/K convolutions (+2 · 320), the gate θ_G
 (+4,096) and the pre-convolution with its RMSNorm (+320 + 64): 75,724 with TTT-MLP, 68,300 with TTT-Linear.
-``tests/test_model.py`` checks all four.
+``tests/test_ttt4rec.py`` checks all four.
 """
 from __future__ import annotations
 

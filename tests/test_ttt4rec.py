@@ -1,4 +1,4 @@
-"""The full TTT4Rec model and its residual blocks (ttt4rec_edu.model, ttt4rec_edu.backbones).
+"""The full TTT4Rec model and its residual blocks (ttt4rec_edu.ttt4rec, ttt4rec_edu.backbones).
 
 What is proved here: the score contract for all four variants (backbone × inner model), exact parameter counts
 derived by hand, causality and right-padding invariance of the gathered representation, eval determinism, the
@@ -17,7 +17,7 @@ from torch import nn
 
 from ttt4rec_edu.backbones import (CausalDepthwiseConv1d, GeluFFN, PreConv, ResidualBlock, RMSNorm, SwiGLU,
                                    make_ffn, make_norm)
-from ttt4rec_edu.model import TTT4Rec, TTT4RecConfig, parameter_summary
+from ttt4rec_edu.ttt4rec import TTT4Rec, TTT4RecConfig, parameter_summary
 from ttt4rec_edu.models import available_models, build_model
 
 NUM_ITEMS = 30
