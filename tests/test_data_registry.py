@@ -11,7 +11,7 @@ import pytest
 
 from ttt4rec_edu.data import (DATASETS, ChecksumError, DatasetInfo, DownloadError, UnknownDatasetError,
                               dataset_stats, default_cache_dir, download_file, ensure_dataset_file,
-                              get_dataset_info, load_dataset)
+                              find_or_download, get_dataset_info, load_dataset)
 from ttt4rec_edu.data import registry
 
 
@@ -257,6 +257,21 @@ def test_no_copy_and_no_download_says_what_to_put_where(clean_data_env, monkeypa
         ensure_dataset_file("toy", progress=False)
     with pytest.raises(DownloadError, match="no direct download link.*100k_a.csv"):
         ensure_dataset_file("twitch-100k")  # Google-Drive-only file: the message says where to get it
+
+
+def test_download_takes_the_entry_not_a_name(tmp_path, clean_data_env, monkeypatch):
+    # The download never looks a name up: an entry that is not in the registry works as it is.
+    info = DatasetInfo(name="unregistered", file_name="toy.txt", format="sequences", urls=(), sha256=None,
+                       min_user_inter=1, min_item_inter=1, max_len=5, description="toy", citation="none")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "toy.txt").write_bytes(TOY)
+    monkeypatch.setenv("TTT4REC_DATA_MIRRORS", str(mirror))
+    assert "unregistered" not in DATASETS
+    assert find_or_download(info, download=False) == mirror / "toy.txt"
+    assert ensure_dataset_file(info, download=False) == mirror / "toy.txt"
+    with pytest.raises(TypeError, match="takes a DatasetInfo.*ensure_dataset_file"):
+        find_or_download("amazon-beauty", download=False)
 
 
 def test_registry_checksum_mismatch_is_reported(server, clean_data_env, monkeypatch):

@@ -1,13 +1,27 @@
-"""Data: raw-format readers, the dataset registry, filters, the evaluation protocol, synthetic drift data."""
+"""Data: raw-format readers, the dataset registry and its download, filters, the evaluation protocol, synthetic data.
+
+Modules, from the bottom up:
+
+- ``errors``: :class:`DataError` and every subclass (one clear message naming the file and line);
+- ``protocol``: ``SequenceData``, the chronological ratio split (``build_splits``) and its samples;
+- ``readers``: one reader per raw format (``read_interactions``, ``detect_format``);
+- ``filtering``: the repeated user/item filters and the per-user time sort (``to_sequences``);
+- ``dataset_info`` / ``download``: a registered file's ``DatasetInfo`` and getting that file (cache, mirror
+  folders, checked resumable download);
+- ``registry``: the table of datasets, ``ensure_dataset_file`` (by name), ``load_dataset`` and
+  ``load_data_source`` (the command line's ``--data``);
+- ``stats``: ``dataset_stats``; ``synthetic``: the interest-drift generator ``make_drift_data``.
+"""
+from .errors import (BadValueError, ChecksumError, CompressedFileError, DataError, DownloadError, EmptyFileError,
+                     EncodingError, FileFormatError, FilteredOutError, MissingFileError, UnknownDatasetError)
 from .protocol import (LEAVE_ONE_OUT, SampleSet, SequenceData, Splits, build_splits, parse_split,
                        split_counts)
-from .readers import (FORMATS, BadValueError, ChecksumError, CompressedFileError, DataError, DownloadError,
-                      EmptyFileError, EncodingError, FileFormatError, FilteredOutError, MissingFileError,
-                      UnknownDatasetError, detect_format, read_interactions)
+from .readers import FORMATS, detect_format, read_interactions
 from .filtering import (DEFAULT_TIMESTAMPS, TIMESTAMP_MODES, filter_interactions, order_differences,
                         sort_times, to_sequences)
-from .download import default_cache_dir, download_file, ensure_dataset_file, sha256_of
-from .registry import DATASETS, DatasetInfo, get_dataset_info, load_data_source, load_dataset
+from .dataset_info import DatasetInfo
+from .download import default_cache_dir, download_file, find_or_download, sha256_of
+from .registry import DATASETS, ensure_dataset_file, get_dataset_info, load_data_source, load_dataset
 from .stats import dataset_stats
 from .synthetic import make_drift_data
 
@@ -18,6 +32,6 @@ __all__ = ["LEAVE_ONE_OUT", "SampleSet", "SequenceData", "Splits", "build_splits
            "DownloadError", "detect_format", "read_interactions",
            "filter_interactions", "to_sequences", "DEFAULT_TIMESTAMPS", "TIMESTAMP_MODES", "order_differences",
            "sort_times",
-           "default_cache_dir", "download_file", "ensure_dataset_file", "sha256_of",
+           "default_cache_dir", "download_file", "ensure_dataset_file", "find_or_download", "sha256_of",
            "DATASETS", "DatasetInfo", "get_dataset_info", "load_data_source", "load_dataset",
            "dataset_stats", "make_drift_data"]

@@ -1,6 +1,8 @@
 """Getting a dataset file onto the machine: cache, pre-filled mirrors, or a resumable checked download.
 
-Where a registered dataset file is looked for, in this order:
+:func:`find_or_download` takes a dataset's :class:`DatasetInfo` (file name, URLs, sha256) and knows nothing
+about dataset names: the registry looks a name up and passes the entry (``ensure_dataset_file`` in
+``registry.py`` is the public way in, by name or by entry). Where the file is looked for, in this order:
 
 1. the cache folder: ``$TTT4REC_DATA_DIR``, else ``<repo>/data/cache`` when the library runs from a source
    checkout, else ``~/.cache/ttt4rec_edu``;
@@ -24,7 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
 
-from .readers import ChecksumError, DownloadError
+from .dataset_info import DatasetInfo
+from .errors import ChecksumError, DownloadError
 
 PathLike = Union[str, "os.PathLike[str]"]
 CHUNK = 1 << 20
@@ -143,7 +146,7 @@ def _verified(path: Path, sha256: Optional[str], where: str) -> bool:
     return False
 
 
-def _manual_instructions(info, folder: Path, mirrors: Iterable[Path]) -> str:
+def _manual_instructions(info: DatasetInfo, folder: Path, mirrors: Iterable[Path]) -> str:
     urls = ", ".join(info.urls) if info.urls else "(no direct link)"
     where = f"put the file {info.file_name!r} into {folder}"
     mirror_text = ", ".join(str(m) for m in mirrors) or "none set"
@@ -152,16 +155,16 @@ def _manual_instructions(info, folder: Path, mirrors: Iterable[Path]) -> str:
             f"(TTT4REC_DATA_MIRRORS): {mirror_text}.")
 
 
-def ensure_dataset_file(name: str, cache_dir: Optional[PathLike] = None, download: bool = True,
-                        progress: bool = True) -> Path:
-    """Path of the raw file of registered dataset ``name``: from the cache, a mirror, or downloaded.
+def find_or_download(info: DatasetInfo, cache_dir: Optional[PathLike] = None, download: bool = True,
+                     progress: bool = True) -> Path:
+    """Path of the raw file ``info.file_name``: from the cache, a mirror, or downloaded from ``info.urls``.
 
     Raises :class:`DownloadError` saying which file to put where when no copy is found and downloading is
     off, impossible (no network) or has no direct URL.
     """
-    from .registry import get_dataset_info
-
-    info = get_dataset_info(name)
+    if not isinstance(info, DatasetInfo):
+        raise TypeError(f"find_or_download takes a DatasetInfo, got {info!r}; for a dataset name use "
+                        "ttt4rec_edu.data.ensure_dataset_file")
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cached = folder / info.file_name
     if cached.is_file():
@@ -190,4 +193,4 @@ def ensure_dataset_file(name: str, cache_dir: Optional[PathLike] = None, downloa
                         + _manual_instructions(info, folder, mirrors))
 
 
-__all__ = ["default_cache_dir", "download_file", "ensure_dataset_file", "mirror_dirs", "sha256_of"]
+__all__ = ["default_cache_dir", "download_file", "find_or_download", "mirror_dirs", "sha256_of"]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .protocol import SequenceData
-from .readers import FilteredOutError
+from .errors import FilteredOutError
 
 TIMESTAMP_MODES = ("recbole", "exact")
 DEFAULT_TIMESTAMPS = "recbole"

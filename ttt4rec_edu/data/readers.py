@@ -38,62 +38,14 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
+# DataError itself is not raised here: it stays importable from this module only because
+# ttt4rec_edu/__main__.py imports it from here (it should import it from ttt4rec_edu.data).
+from .errors import (BadValueError, CompressedFileError, DataError, EmptyFileError, EncodingError,  # noqa: F401
+                     FileFormatError, MissingFileError)
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 FORMATS = ("gowalla", "twitch", "amazon-ratings", "recbole", "csv", "sequences")
-
-
-# --------------------------------------------------------------------------------------------- errors
-class DataError(ValueError):
-    """Base class of every data problem. ``path`` and ``line`` (1-based, or ``None``) say where."""
-
-    def __init__(self, message: str, path: Optional[PathLike] = None, line: Optional[int] = None):
-        self.path = None if path is None else str(path)
-        self.line = line
-        where = ""
-        if self.path is not None:
-            where = f"{self.path}, line {line}: " if line is not None else f"{self.path}: "
-        super().__init__(where + message)
-
-
-class MissingFileError(DataError):
-    """The file does not exist."""
-
-
-class EmptyFileError(DataError):
-    """The file holds no interactions."""
-
-
-class FileFormatError(DataError):
-    """Wrong number of columns, a header without user/item columns, an undetectable format."""
-
-
-class BadValueError(DataError):
-    """A value that should be a number (timestamp, rating) or a date is not."""
-
-
-class EncodingError(DataError):
-    """Bytes that are not UTF-8."""
-
-
-class CompressedFileError(DataError):
-    """A truncated or corrupt ``.gz`` file."""
-
-
-class FilteredOutError(DataError):
-    """The interaction filters removed every user."""
-
-
-class UnknownDatasetError(DataError):
-    """A dataset name that is not in the registry."""
-
-
-class ChecksumError(DataError):
-    """A file whose sha256 is not the published one (it is kept aside, never used)."""
-
-
-class DownloadError(DataError):
-    """A download failed or no copy of a dataset file can be found."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -444,8 +396,4 @@ def read_interactions(path: PathLike, format: Optional[str] = None) -> pd.DataFr
     return table
 
 
-__all__ = [
-    "FORMATS", "DataError", "MissingFileError", "EmptyFileError", "FileFormatError", "BadValueError",
-    "EncodingError", "CompressedFileError", "FilteredOutError", "UnknownDatasetError", "ChecksumError",
-    "DownloadError", "detect_format", "read_interactions",
-]
+__all__ = ["FORMATS", "detect_format", "read_interactions"]

@@ -15,35 +15,19 @@ are applied afterwards, inside the experiments (the paper calls them "minimum se
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Union
 
-from .download import ensure_dataset_file
+from .dataset_info import DatasetInfo
+from .download import find_or_download
+from .errors import UnknownDatasetError
 from .filtering import DEFAULT_TIMESTAMPS, check_timestamps_mode, filter_interactions, order_differences, \
     to_sequences
 from .protocol import SequenceData
-from .readers import UnknownDatasetError, read_interactions
+from .readers import read_interactions
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_MAX_LEN = 50  # for files that are not in the registry (the Amazon setting)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """One registered dataset: its raw file, where to get it, and the paper's settings."""
-
-    name: str
-    file_name: str
-    format: str
-    urls: Tuple[str, ...]
-    sha256: Optional[str]
-    min_user_inter: int
-    min_item_inter: int
-    max_len: int
-    description: str
-    citation: str
-    homepage: Optional[str] = None
 
 
 DATASETS: Dict[str, DatasetInfo] = {
@@ -118,6 +102,14 @@ def get_dataset_info(name: str) -> DatasetInfo:
     return DATASETS[key]
 
 
+def ensure_dataset_file(dataset: Union[str, DatasetInfo], cache_dir: Optional[PathLike] = None,
+                        download: bool = True, progress: bool = True) -> Path:
+    """Path of the raw file of a registered dataset (a name or its :class:`DatasetInfo`): from the cache, a
+    mirror, or downloaded (see ``ttt4rec_edu.data.download``). A name is looked up here, once."""
+    info = dataset if isinstance(dataset, DatasetInfo) else get_dataset_info(dataset)
+    return find_or_download(info, cache_dir=cache_dir, download=download, progress=progress)
+
+
 def load_dataset(name_or_path: Union[str, PathLike], format: Optional[str] = None,
                  min_user_inter: Optional[int] = None, min_item_inter: Optional[int] = None,
                  cache_dir: Optional[PathLike] = None, download: bool = True,
@@ -146,7 +138,7 @@ def load_dataset(name_or_path: Union[str, PathLike], format: Optional[str] = Non
         min_item = int(min_item_inter or 0)
     else:
         info = get_dataset_info(key)
-        path = ensure_dataset_file(info.name, cache_dir=cache_dir, download=download, progress=progress)
+        path = ensure_dataset_file(info, cache_dir=cache_dir, download=download, progress=progress)
         fmt = format or info.format
         name = info.name
         max_len = info.max_len
@@ -185,4 +177,5 @@ def load_data_source(name_or_path: Union[str, PathLike], format: Optional[str] =
                         timestamps=timestamps)
 
 
-__all__ = ["DATASETS", "DEFAULT_MAX_LEN", "DatasetInfo", "get_dataset_info", "load_data_source", "load_dataset"]
+__all__ = ["DATASETS", "DEFAULT_MAX_LEN", "DatasetInfo", "ensure_dataset_file", "get_dataset_info", "load_data_source",
+           "load_dataset"]
