@@ -17,8 +17,8 @@ from torch import nn
 
 from ttt4rec_edu.backbones import (CausalDepthwiseConv1d, GeluFFN, PreConv, ResidualBlock, RMSNorm, SwiGLU,
                                    make_ffn, make_norm)
-from ttt4rec_edu.ttt4rec import TTT4Rec, TTT4RecConfig, parameter_summary
-from ttt4rec_edu.models import available_models, build_model
+from ttt4rec_edu.models import available_models, build_model, parameter_summary
+from ttt4rec_edu.ttt4rec import TTT4Rec, TTT4RecConfig
 
 NUM_ITEMS = 30
 VARIANTS = [(b, i) for b in ("transformer", "mamba") for i in ("mlp", "linear")]

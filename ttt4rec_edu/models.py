@@ -5,7 +5,13 @@ Contract (the trainer, the metrics, the book and the experiments rely on nothing
 ``build_model(name, num_items, max_len, **overrides) -> torch.nn.Module`` whose
 ``score_all(item_seq, lengths) -> Tensor[B, num_items + 1]`` takes a right-padded ``LongTensor[B, L]``
 of item ids (0 = padding, real ids 1..num_items) and ``lengths: LongTensor[B]`` and returns one score per
-item id; column 0 (padding) is ``-inf`` so it never ranks.
+item id; column 0 (padding) is ``-inf`` so it never ranks. Every model checks its batch with :func:`check_batch`
+(one clear ``ValueError`` for a wrong shape, dtype, id or length) and returns an empty ``(0, num_items + 1)``
+table for an empty batch (``B = 0``).
+
+The models register themselves with ``@register_model(name)`` when their module is imported; the registry imports
+the providers lazily on first use: ``ttt4rec_edu.ttt4rec`` (``ttt4rec``) and ``ttt4rec_edu.baselines`` (the five
+baselines of the paper and the ``pop`` reference line). :func:`available_models` lists the names.
 
 Optional hooks a model may define (the trainer checks with ``hasattr``):
 
@@ -14,14 +20,19 @@ Optional hooks a model may define (the trainer checks with ``hasattr``):
 - ``fit_statistics(item_seq, lengths, targets)`` — called once with the whole training split before training
   (e.g. ``pop`` counts item frequencies). A model without trainable parameters is not gradient-trained.
 - ``encode(item_seq, lengths) -> Tensor[B, d]`` and ``item_table() -> Tensor[num_items + 1, d]`` — for models
-  whose scores are ``encode @ item_table().T`` (all the neural ones). The metrics then score in item chunks and
-  the trainer can use an exact chunked cross-entropy, so 1.28 M Gowalla items never need a ``B × N`` matrix.
+  whose scores are ``encode @ item_table().T`` (all the neural ones; :class:`ItemScoringModel` provides
+  ``score_all`` from them). The metrics then score in item chunks and the trainer can use an exact chunked
+  cross-entropy, so 1.28 M Gowalla items never need a ``B × N`` matrix.
 - ``set_adapt_at_test(flag: bool)`` — models with test-time adaptation (TTT4Rec) can switch it off at evaluation.
+
+Helpers shared by the models: :func:`gather_last` (the state at each sequence's last real position) and
+:func:`parameter_summary` (parameter counts per submodule: chapter 6's tables and ``model-summary``).
 """
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 import torch
 from torch import nn
@@ -41,20 +52,27 @@ def check_batch(item_seq: torch.Tensor, lengths: torch.Tensor, num_items: Option
                 max_len: Optional[int] = None) -> None:
     """Validate a batch of the model contract, with a message that says what is wrong.
 
-    ``item_seq (batch, seq)`` integer ids in ``[0, num_items]`` (0 = padding), ``lengths (batch,)`` in
-    ``[1, seq]`` (right padding), and ``seq <= max_len`` for models with a position table. A clear error here
+    ``item_seq (batch, seq)`` integer ids in ``[0, num_items]`` (0 = padding) with ``seq >= 1``, ``lengths
+    (batch,)`` integers in ``[1, seq]`` (right padding), and ``seq <= max_len`` for models with a position table.
+    ``batch = 0`` is a valid (empty) batch. Lengths must have an integer dtype: a float tensor is refused even
+    when its values are whole (10.0) — the data pipeline builds ``LongTensor`` lengths, so a float means the
+    caller computed them some other way, and 10.5 would otherwise be truncated silently. A clear error here
     beats CUDA's device-side assert for an out-of-range id (it costs one sync per batch).
     """
     if item_seq.dim() != 2:
         raise ValueError(f"item_seq must be (batch, seq), got shape {tuple(item_seq.shape)}")
     if item_seq.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"item_seq must hold integer item ids, got dtype {item_seq.dtype}")
+    if item_seq.shape[1] < 1:
+        raise ValueError(f"item_seq must have at least one position (seq >= 1), got shape {tuple(item_seq.shape)}")
     if num_items is not None and item_seq.numel() and \
             (int(item_seq.min()) < 0 or int(item_seq.max()) > num_items):
         raise ValueError(f"item ids must lie in [0, {num_items}] (0 = padding), got min {int(item_seq.min())}, "
                          f"max {int(item_seq.max())}")
     if lengths.dim() != 1 or lengths.shape[0] != item_seq.shape[0]:
         raise ValueError(f"lengths must be (batch,) = ({item_seq.shape[0]},), got shape {tuple(lengths.shape)}")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be integers (a LongTensor), got dtype {lengths.dtype}")
     if max_len is not None and item_seq.shape[1] > max_len:
         raise ValueError(f"item_seq is {item_seq.shape[1]} wide but the model was built for max_len={max_len}")
     if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > item_seq.shape[1]):
@@ -132,37 +150,72 @@ def build_model(name: str, num_items: int, max_len: int, **overrides) -> nn.Modu
     return _REGISTRY[name](num_items=num_items, max_len=max_len, **overrides)
 
 
-class PopularityRecommender(nn.Module):
-    """``pop``: score every item by how often it is a training target (RecBole's ``Pop``).
+# --------------------------------------------------------------------------------------------------------------
+# Parameter counts
+# --------------------------------------------------------------------------------------------------------------
 
-    The simplest honest reference: it ignores the user's history entirely, so any sequential model
-    should beat it. ``fit_statistics`` counts targets of the training split; there is nothing to learn
-    by gradient descent.
+@dataclass(frozen=True)
+class ParameterCount:
+    """One row of :func:`parameter_summary`: a submodule's name and its parameter counts."""
+
+    name: str
+    total: int
+    trainable: int
+
+
+@dataclass(frozen=True)
+class ParameterSummary:
+    """What :func:`parameter_summary` returns: ``rows`` (one :class:`ParameterCount` per listed submodule, in module
+    order), the model's ``total`` and ``trainable`` parameter counts; the rows add up to the totals.
+
+    Iterating gives ``(name, total)`` pairs — every row, then ``("total", total)`` — so ``dict(summary)`` maps each
+    row name and ``"total"`` to a parameter count (the form chapter 6's tables use).
     """
 
-    def __init__(self, num_items: int, max_len: int):
-        super().__init__()
-        self.num_items = num_items
-        self.max_len = max_len
-        self.register_buffer("item_count", torch.zeros(num_items + 1, dtype=torch.float64))
+    rows: Tuple[ParameterCount, ...]
+    total: int
+    trainable: int
 
-    @torch.no_grad()
-    def fit_statistics(self, item_seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> None:
-        counts = torch.bincount(targets.reshape(-1).cpu(), minlength=self.num_items + 1).to(torch.float64)
-        self.item_count.copy_(counts[: self.num_items + 1].to(self.item_count.device))
-
-    def score_all(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, L), (B,) -> (B, num_items + 1)``: the same popularity row for every sequence."""
-        scores = self.item_count.to(torch.float32).clone()
-        scores[0] = float("-inf")
-        return scores.unsqueeze(0).expand(item_seq.shape[0], -1)
-
-    def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.score_all(item_seq, lengths)
+    def __iter__(self) -> Iterator[Tuple[str, int]]:
+        for row in self.rows:
+            yield row.name, row.total
+        yield "total", self.total
 
 
-@register_model("pop")
-def _build_pop(num_items: int, max_len: int, **overrides) -> nn.Module:
-    if overrides:
-        raise TypeError(f"pop takes no options, got {sorted(overrides)}")
-    return PopularityRecommender(num_items, max_len)
+def parameter_summary(model: nn.Module, depth: int = 1) -> ParameterSummary:
+    """Parameter counts of ``model`` per submodule, down to ``depth`` levels of submodules.
+
+    For TTT4Rec ``depth=1`` lists ``item_embedding``, ``embedding_norm``, ``blocks``, ``final_norm``; ``depth=2``
+    splits ``blocks`` into ``blocks.0`` ...; ``depth=3`` splits a block into ``pre_conv``, ``seq_norm``, ``ttt``,
+    ``ffn_norm``, ``ffn``. A module that is split and also holds parameters of its own gets a row ``"<name> (own)"``
+    (``"(own)"`` for the model itself). Modules without parameters (dropout) are left out. A tensor shared by
+    several modules (tied weights) is counted once, in the first row that holds it, so the rows add up to
+    ``total`` — the number of distinct parameters, the size of the model.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    seen: Set[int] = set()
+    rows: List[ParameterCount] = []
+
+    def add(name: str, params: Iterable[nn.Parameter]) -> None:
+        total = trainable = 0
+        for p in params:
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+        if total:
+            rows.append(ParameterCount(name or "(own)", total, trainable))
+
+    def visit(module: nn.Module, name: str, level: int) -> None:
+        children = list(module.named_children())
+        if level == depth or not children:
+            add(name, module.parameters())
+            return
+        add(f"{name} (own)" if name else "", module.parameters(recurse=False))
+        for child_name, child in children:
+            visit(child, f"{name}.{child_name}" if name else child_name, level + 1)
+
+    visit(model, "", 0)
+    return ParameterSummary(tuple(rows), sum(r.total for r in rows), sum(r.trainable for r in rows))

@@ -30,7 +30,8 @@ map ``f(q_t; W0)`` with exactly the same parameters. Note what that leaves: with
 else mixes positions (there is no attention), so the model sees only the last item — the inner loop is TTT4Rec's
 only way of reading the history; the Mamba backbone keeps its short causal convolutions.
 
-Parameter count (C = 64, 4 heads, FFN 256, TTT-MLP, Transformer backbone, 1 block; see :func:`parameter_summary`):
+Parameter count (C = 64, 4 heads, FFN 256, TTT-MLP, Transformer backbone, 1 block;
+:func:`ttt4rec_edu.models.parameter_summary` counts them):
 
 =====================================  ====================  ======================================
 part                                   ours                  official (TTT4Rec main.py)
@@ -245,39 +246,6 @@ class TTT4Rec(ItemScoringModel):
     def item_table(self) -> torch.Tensor:
         """``(num_items + 1, hidden)``: the tied item embedding table (row 0 = padding)."""
         return self.item_embedding.weight
-
-
-# --------------------------------------------------------------------------------------------------------------
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def parameter_summary(model: nn.Module, depth: int = 2) -> List[Tuple[str, int]]:
-    """``[(module name, parameter count), ...]`` down to ``depth`` levels of submodules, then ``("total", n)``.
-
-    ``depth=1`` lists ``item_embedding``, ``embedding_norm``, ``blocks``, ``final_norm``; ``depth=2`` splits
-    ``blocks`` into ``blocks.0`` ... ; ``depth=3`` splits a block into ``pre_conv``, ``seq_norm``, ``ttt``,
-    ``ffn_norm``, ``ffn``. Modules without parameters (dropout) are left out.
-    """
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    rows: List[Tuple[str, int]] = []
-
-    def visit(module: nn.Module, name: str, level: int) -> None:
-        children = list(module.named_children())
-        if level == depth or not children:
-            if _count(module):
-                rows.append((name, _count(module)))
-            return
-        own = sum(p.numel() for p in module.parameters(recurse=False))
-        if own:
-            rows.append((f"{name} (own)", own))
-        for child_name, child in children:
-            visit(child, f"{name}.{child_name}" if name else child_name, level + 1)
-
-    visit(model, "", 0)
-    rows.append(("total", _count(model)))
-    return rows
 
 
 @register_model("ttt4rec")

@@ -73,7 +73,7 @@ def append_token(item_seq: torch.Tensor, lengths: torch.Tensor, token: torch.Ten
     lengths (the token sits at ``new_lengths − 1``). Nothing at or after ``lengths`` in the input is read."""
     drop = torch.ones_like(lengths) if always_drop_oldest else (lengths >= max_len).long()
     new_lengths = lengths - drop + 1
-    new_width = int(new_lengths.max())
+    new_width = int(new_lengths.max()) if new_lengths.numel() else 1   # an empty batch: one column, no rows
     columns = torch.arange(new_width, device=item_seq.device)[None, :]
     source = (columns + drop[:, None]).clamp(max=item_seq.shape[1] - 1)
     kept = columns < (new_lengths - 1)[:, None]
