@@ -13,13 +13,32 @@ rating     float64   only where the file has ratings
 
 Formats (``detect_format`` recognises them from the file's *content*; the name is only a hint):
 
-``gowalla``         SNAP ``loc-gowalla_totalCheckins.txt(.gz)``: ``user<TAB>2010-10-19T23:55:27Z<TAB>lat<TAB>lon<TAB>location``
-``twitch``          Twitch-100k ``100k_a.csv``: ``user,stream_id,streamer,start,stop`` (10-minute steps); item = stream id
+``gowalla``         SNAP ``loc-gowalla_totalCheckins.txt(.gz)``:
+                    ``user<TAB>2010-10-19T23:55:27Z<TAB>lat<TAB>lon<TAB>location``
+``twitch``          Twitch-100k ``100k_a.csv``: ``user,stream_id,streamer,start,stop`` (10-minute steps);
+                    item = stream id
 ``amazon-ratings``  McAuley 2014 ``ratings_<Category>.csv``: ``user,item,rating,unix_time``
-``recbole``         RecBole atomic ``.inter``: a tab-separated header such as ``user_id:token  item_id:token  timestamp:float``
+``recbole``         RecBole atomic ``.inter``: a tab-separated header such as
+                    ``user_id:token  item_id:token  timestamp:float``
 ``csv``             any csv/tsv whose header names user and item columns, usually a time column (numbers or
                     ISO dates) and optionally a rating; without a time column the file order is the time order
 ``sequences``       one user per line, ``user item1 item2 ...`` in time order; time = position in the line
+
+Header names (``csv`` and ``recbole``) are matched, lower-cased, against :data:`USER_NAMES`, :data:`ITEM_NAMES`,
+:data:`TIME_NAMES` and :data:`RATING_NAMES`; other columns are ignored. A header with no known time column is
+read in file order, *unless* another column could be a time (a name with a word such as ``time``, ``date``,
+``ts``, or ending in ``_at``; or an ISO date as its first value): that is refused with a :class:`FileFormatError`
+on line 1 naming the column, because ordering by file position when the file says otherwise would be a
+silent guess (rename the column to a time name, or remove it when the file order is the time order).
+
+Ids are strings and kept as written (leading zeros too: Amazon's ASINs have them), with one exception: an
+integral decimal (``242.0``, ``242.``, ``242.000``) becomes its integer form ``242``, for users and items, in
+every format. Such ids come from a table that went through floating point (pandas writes an integer column
+with a missing value as ``242.0``), and ``242`` and ``242.0`` name the same user or item: mapping them is
+never wrong, while keeping both would silently split one item in two, and refusing would make the reader edit
+a file for no gain. ``242.5``, ``1e3`` and ``0242`` are not integral decimals and stay as they are.
+
+A UTF-8 byte order mark at the start of a file (plain or ``.gz``) is dropped.
 
 Large files are read with pandas' C parser as plain strings and then checked column by column, so the
 6.4 M Gowalla lines take seconds, not minutes. Every problem raises a :class:`DataError` subclass whose
@@ -56,10 +75,17 @@ USER_NAMES = ("user", "user_id", "userid", "uid", "users", "reviewerid", "custom
 ITEM_NAMES = ("item", "item_id", "itemid", "iid", "items", "product", "product_id", "productid", "asin",
               "movie_id", "movieid", "location_id", "location", "business_id", "venue_id", "stream_id")
 TIME_NAMES = ("timestamp", "time", "unix_time", "unixreviewtime", "datetime", "date", "ts", "time_start",
-              "start", "checkin_time")
+              "start", "checkin_time", "created_at", "event_time", "time_stamp", "unixtime", "epoch")
 RATING_NAMES = ("rating", "ratings", "score", "stars", "overall")
 
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+# Words that make a header name not in TIME_NAMES look like a time ("visit_date", "ts_ms", "time_of_day");
+# a name whose last word is "at" does too ("updated_at"). Whole words only: "playtime" or "update" do not.
+_TIME_WORDS = frozenset({"time", "date", "datetime", "timestamp", "unixtime", "ts", "epoch", "when"})
+# An id written as an integral decimal ("242.0", "242.", "242.000"): group 1 is the integer form.
+_INTEGRAL_DECIMAL = r"^(\d+)\.0*$"
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark, written by some editors (and Excel) at the start
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -83,6 +109,11 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
+def _drop_bom(raw: bytes) -> bytes:
+    """``raw`` without a UTF-8 byte order mark at its start (the file is valid UTF-8 with or without it)."""
+    return raw[len(_BOM):] if raw.startswith(_BOM) else raw
+
+
 def _head_lines(path: Path, count: int = 20, max_bytes: int = 1 << 16) -> List[str]:
     """The first ``count`` non-blank lines, decoded as UTF-8 (errors point at the line)."""
     try:
@@ -90,7 +121,7 @@ def _head_lines(path: Path, count: int = 20, max_bytes: int = 1 << 16) -> List[s
             raw = fh.read(max_bytes)
     except (EOFError, OSError, zlib.error) as exc:
         raise CompressedFileError(f"cannot decompress: {exc}", path) from None
-    lines = raw.split(b"\n")
+    lines = _drop_bom(raw).split(b"\n")
     if len(raw) == max_bytes and len(lines) > 1:
         lines = lines[:-1]  # the last piece may be cut in the middle
     out = []
@@ -198,7 +229,7 @@ def _read_table(path: Path, sep: str, num_columns: int, header: bool,
         frame = pd.read_csv(
             path, sep=sep, header=None, names=list(range(num_columns)), dtype=str, na_filter=False,
             skip_blank_lines=False, engine="c", quoting=quoting, compression=compression,
-            encoding="utf-8", skiprows=1 if header else 0,
+            encoding="utf-8-sig", skiprows=1 if header else 0,
         )
     except UnicodeDecodeError:
         line, column, byte = _find_bad_utf8_line(path)
@@ -259,11 +290,21 @@ def _iso_to_seconds(frame: pd.DataFrame, column, path: Path) -> np.ndarray:
     return (stamps - epoch).dt.total_seconds().to_numpy(dtype=np.float64)
 
 
+def _canonical_ids(ids: pd.Series) -> pd.Series:
+    """``ids`` with integral decimals written as integers (``"242.0"`` -> ``"242"``; see the module docstring)."""
+    dotted = ids.str.contains(".", regex=False).to_numpy(dtype=bool)
+    if not dotted.any():  # the usual case, and the only cost on files without dots: one scan
+        return ids
+    ids = ids.copy()
+    ids[dotted] = ids[dotted].str.replace(_INTEGRAL_DECIMAL, r"\1", regex=True)
+    return ids
+
+
 def _result(frame: pd.DataFrame, user, item, timestamp: np.ndarray,
             rating: Optional[np.ndarray] = None, strip: bool = False) -> pd.DataFrame:
     # Fixed raw formats have no padding around ids; hand-written csv files ("a, b") often do.
-    users = frame[user].str.strip() if strip else frame[user]
-    items = frame[item].str.strip() if strip else frame[item]
+    users = _canonical_ids(frame[user].str.strip() if strip else frame[user])
+    items = _canonical_ids(frame[item].str.strip() if strip else frame[item])
     out = {
         "user": users.to_numpy(dtype=object),
         "item": items.to_numpy(dtype=object),
@@ -295,6 +336,29 @@ def _read_amazon(path: Path) -> pd.DataFrame:
     return _result(frame, 0, 1, _to_float(frame, 3, "timestamp", path), rating)
 
 
+def _refuse_unknown_time_columns(frame: pd.DataFrame, tokens: Sequence[str], known: Sequence[Optional[int]],
+                                 path: Path) -> None:
+    """Raise :class:`FileFormatError` when a header without a known time column has a column that could be
+    one (a time-like name, or a date as its first value): reading in file order would then be a silent guess."""
+    first = frame.iloc[0]
+    suspects = []
+    for col, name in enumerate(tokens):
+        if col in known:
+            continue
+        words = [word for word in re.split(r"[^a-z0-9]+", name) if word]
+        value = str(first[col]).strip()
+        if _TIME_WORDS.intersection(words) or (len(words) > 1 and words[-1] == "at"):
+            suspects.append(f"{name!r} (its name)")
+        elif _ISO_DATE.match(value):
+            suspects.append(f"{name!r} (its first value {value!r})")
+    if suspects:
+        raise FileFormatError(
+            f"column {' and '.join(suspects)} looks like a time, but the header has no time column the reader "
+            f"knows ({', '.join(TIME_NAMES)}); rename it to one of these (e.g. 'timestamp') to order each "
+            "user's interactions by it or, if the file order is the time order, remove it (a file without a "
+            "time column is read in file order)", path, 1)
+
+
 def _read_with_header(path: Path, recbole: bool) -> pd.DataFrame:
     lines = _head_lines(path, count=1)
     if not lines:
@@ -315,14 +379,14 @@ def _read_with_header(path: Path, recbole: bool) -> pd.DataFrame:
     quoting = csv.QUOTE_NONE if recbole or sep == "\t" else csv.QUOTE_MINIMAL
     frame = _read_table(path, sep, len(tokens), header=True, quoting=quoting)
     if time is None:
+        _refuse_unknown_time_columns(frame, tokens, (user, item, rating), path)
         # No time column: the file order is the time order (see the module docstring).
         timestamp = np.arange(len(frame), dtype=np.float64)
     else:
         numeric = pd.to_numeric(frame[time], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isfinite(numeric).all():
             timestamp = numeric
-        elif _ISO_TIME.match(str(frame[time].iloc[0]).strip()) or re.match(r"^\d{4}-\d{2}-\d{2}",
-                                                                         str(frame[time].iloc[0]).strip()):
+        elif _ISO_DATE.match(str(frame[time].iloc[0]).strip()):
             timestamp = _iso_to_seconds(frame, time, path)
         else:
             timestamp = _to_float(frame, time, "timestamp", path)
@@ -338,6 +402,7 @@ def _read_sequences(path: Path) -> pd.DataFrame:
     except (EOFError, OSError, zlib.error) as exc:
         raise CompressedFileError(f"truncated or corrupt gzip data ({exc}); download the file again",
                                   path) from None
+    raw = _drop_bom(raw)  # else it would be glued to the first user id
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -364,8 +429,8 @@ def _read_sequences(path: Path) -> pd.DataFrame:
     starts = np.repeat(np.cumsum(counts_arr) - counts_arr, counts_arr)
     position = np.arange(int(counts_arr.sum()), dtype=np.int64) - starts
     return pd.DataFrame({
-        "user": pd.Series(np.repeat(np.asarray(users, dtype=object), counts_arr), dtype=str),
-        "item": pd.Series(items, dtype=str),
+        "user": _canonical_ids(pd.Series(np.repeat(np.asarray(users, dtype=object), counts_arr), dtype=str)),
+        "item": _canonical_ids(pd.Series(items, dtype=str)),
         "timestamp": position.astype(np.float64),
     })
 
