@@ -10,10 +10,11 @@ about dataset names: the registry looks a name up and passes the entry (``ensure
    points it at ``../shared/data``). A mirror file is used in place, never copied;
 3. a download from the dataset's public URL into the cache.
 
-Whenever the registry knows a file's sha256 it is checked. A download goes to ``<file>.part`` first (an
-interrupted download resumes from there with an HTTP ``Range`` request) and is renamed into place only
-after the checksum matched; a file whose checksum does not match is renamed ``<file>.sha256-mismatch`` and
-never used. Only the standard library's ``urllib`` is used.
+Whenever the entry has a sha256 it is checked. A download goes to ``<file>.part`` first (an interrupted
+download resumes from there with an HTTP ``Range`` request) and is renamed into place only after the
+checksum matched; a cached or downloaded file whose checksum does not match is renamed
+``<file>.sha256-mismatch`` and never used, a mirror copy that does not match is skipped with a warning and
+left as it is. Only the standard library's ``urllib`` is used.
 """
 from __future__ import annotations
 

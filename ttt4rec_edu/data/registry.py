@@ -1,4 +1,10 @@
-"""The datasets of the paper (and the small real one the book runs on a CPU), and ``load_dataset``.
+"""The datasets of the paper (and the small real one the book runs on a CPU), and how to load one.
+
+- :data:`DATASETS` / :func:`get_dataset_info`: the table of :class:`DatasetInfo` entries, by name;
+- :func:`ensure_dataset_file`: a dataset's raw file (a name is looked up here, once; ``download.py`` gets
+  the entry and never looks a name up);
+- :func:`load_dataset`: a registry name or a file path -> read, filtered, per-user sequences;
+- :func:`load_data_source`: the command line's ``--data`` (a name, a path or ``synthetic``).
 
 Each entry records where the raw file comes from, its format, and the paper's settings for it: the
 minimum interactions per user and per item (RecBole's filters) and the maximum context length.
@@ -10,7 +16,7 @@ minimum interactions per user and per item (RecBole's filters) and the maximum c
   users >= 5, items >= 5, max length 50
 
 The paper's Table 1 counts (users, items, interactions) are those of the *raw* files; the filters above
-are applied afterwards, inside the experiments (the paper calls them "minimum sequence length").
+are applied afterwards, by :func:`load_dataset` (the paper calls them "minimum sequence length").
 """
 from __future__ import annotations
 
