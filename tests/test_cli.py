@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ttt4rec_edu.__main__ import main
+from ttt4rec_edu.cli import main
 import ttt4rec_edu.models as models_module
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ttt4rec_edu.__main__ import main
-from ttt4rec_edu.experiments import (METRICS, Experiment, collect_results, estimate_costs, format_summary,
-                                     paper_results, paper_row, select, summarize, table_experiments)
+from ttt4rec_edu.cli import main
+from ttt4rec_edu.estimate import estimate_costs
+from ttt4rec_edu.experiments import (METRICS, Experiment, collect_results, format_summary, paper_results, paper_row,
+                                     select, summarize, table_experiments)
 
 
 

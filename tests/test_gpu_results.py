@@ -90,7 +90,8 @@ def test_calibration_and_recalibration_arithmetic(tmp_path):
 def test_calibration_counts_the_flops_with_estimate_costs():
     """Without given FLOPs the calibration counts them (estimate_costs' Beauty cells), consistent with the
     estimate: the estimated epoch time is samples × FLOPs per sample / assumed throughput."""
-    from ttt4rec_edu.experiments import ESTIMATE_GPU_TFLOPS, Experiment, estimate_costs
+    from ttt4rec_edu.estimate import ESTIMATE_GPU_TFLOPS, estimate_costs
+    from ttt4rec_edu.experiments import Experiment
 
     doc = fake_doc()
     doc["parts"]["c"]["result"]["epochs"] = doc["parts"]["c"]["result"]["epochs"][:1]   # SASRec only

@@ -300,7 +300,7 @@ def test_batch_loss_columns_option():
 
 
 def run_main(argv, capsys):
-    from ttt4rec_edu.__main__ import main
+    from ttt4rec_edu.cli import main
 
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -323,7 +323,7 @@ def test_data_stats_reports_the_mode_and_the_users_whose_order_differs(tmp_path,
 
 
 def test_train_options_default_to_average_ties_and_the_item_columns(capsys):
-    from ttt4rec_edu.__main__ import build_parser
+    from ttt4rec_edu.cli import build_parser
 
     args = build_parser().parse_args(["train", "--model", "sasrec", "--data", "synthetic"])
     assert (args.ties, args.loss_columns) == ("average", "items")

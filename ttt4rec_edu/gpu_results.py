@@ -4,7 +4,7 @@
 machine: per model, one Amazon Beauty training epoch at the paper's batch 2048 (samples/s, peak memory), a
 full-sort evaluation, the TTT layer's timings and three headline ratios. This module reads the newest such file
 (:func:`newest_gpu_results`; tiny smoke runs, marked ``"tiny": true``, are never used) and sets its numbers
-beside :func:`ttt4rec_edu.experiments.estimate_costs`, which divides counted FLOPs by an *assumed* sustained
+beside :func:`ttt4rec_edu.estimate.estimate_costs`, which divides counted FLOPs by an *assumed* sustained
 throughput (``ESTIMATE_GPU_TFLOPS``):
 
 - :func:`calibration` — per model: the FLOPs of one training sample at Beauty's size (counted by
@@ -105,8 +105,9 @@ def measured_epochs(doc: Mapping[str, Any]) -> pd.DataFrame:
 
 def beauty_train_gflop(epochs: pd.DataFrame) -> Dict[str, float]:
     """GFLOPs of one training sample at Amazon Beauty's size (12,101 items, context 50) for every measured
-    variant, counted by :func:`ttt4rec_edu.experiments.estimate_costs` (its Beauty 3:2:5 cells)."""
-    from .experiments import Experiment, estimate_costs
+    variant, counted by :func:`ttt4rec_edu.estimate.estimate_costs` (its Beauty 3:2:5 cells)."""
+    from .estimate import estimate_costs
+    from .experiments import Experiment
 
     cells = [Experiment("beauty", "amazon-beauty", "3:2:5", row["model"],
                         (row["options"] or {}).get("backbone"), (row["options"] or {}).get("inner"))
@@ -124,7 +125,7 @@ def calibration(doc: Mapping[str, Any], train_gflop: Optional[Mapping[str, float
     ``train_gflop``: GFLOPs per training sample per variant (default: counted by :func:`beauty_train_gflop`);
     ``assumed_tflops``: the estimate's assumed throughput (default ``ESTIMATE_GPU_TFLOPS``).
     """
-    from .experiments import ESTIMATE_GPU_TFLOPS
+    from .estimate import ESTIMATE_GPU_TFLOPS
 
     assumed = float(ESTIMATE_GPU_TFLOPS if assumed_tflops is None else assumed_tflops)
     epochs = measured_epochs(doc)

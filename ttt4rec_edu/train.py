@@ -74,6 +74,19 @@ class ModelCapabilityError(TrainError):
     """The configuration asks for something the model does not support (e.g. ``adapt_at_test=False``)."""
 
 
+class OutputDirInUseError(OutputDirError):
+    """The output folder holds another run's files that a new run would overwrite or mix with."""
+
+
+class TrainConfigError(ValueError):
+    """Invalid :class:`TrainConfig` values. ``problems`` lists ``(field, message)`` pairs, each message starting
+    with the field's name, so the command line can name its own option instead."""
+
+    def __init__(self, problems: List[Tuple[str, str]]):
+        self.problems = list(problems)
+        super().__init__("invalid TrainConfig: " + "; ".join(message for _, message in self.problems))
+
+
 @dataclass
 class TrainConfig:
     """Outer-loop settings. Defaults are the paper's / official config's (RecBole 1.2)."""
@@ -87,7 +100,7 @@ class TrainConfig:
     valid_metric: str = "ndcg@10"     # early stopping and best-epoch selection
     ks: Tuple[int, ...] = (10, 50)
     seed: int = 2020                  # RecBole's default seed
-    device: str = "auto"              # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    device: Union[str, torch.device] = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ... or a resolved torch.device
     bf16: bool = False                # bfloat16 autocast for the forward pass, CUDA only
     max_train_batches: Optional[int] = None  # cap batches per epoch (tiny runs, smoke tests)
     adapt_at_test: bool = True        # False → model.set_adapt_at_test(False) during evaluation
@@ -99,38 +112,44 @@ class TrainConfig:
     loss_columns: str = "items"       # softmax over items 1..N, or "all" N + 1 columns as the official code
 
     def validate(self) -> None:
+        """Raise :class:`TrainConfigError` (a ``ValueError``) naming every bad value; the one check of them."""
         problems = []
+
+        def bad(field: str, rule: str, value) -> None:
+            problems.append((field, f"{field} must be {rule}, got {value}"))
+
         if self.epochs < 0:
-            problems.append(f"epochs must be >= 0, got {self.epochs}")
+            bad("epochs", ">= 0", self.epochs)
         if self.patience < 0:
-            problems.append(f"patience must be >= 0, got {self.patience}")
+            bad("patience", ">= 0", self.patience)
         if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+            bad("batch_size", ">= 1", self.batch_size)
         if self.eval_batch_size < 1:
-            problems.append(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+            bad("eval_batch_size", ">= 1", self.eval_batch_size)
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            problems.append(f"lr must be a positive number, got {self.lr}")
+            bad("lr", "a positive number", self.lr)
         if self.max_train_batches is not None and self.max_train_batches < 1:
-            problems.append(f"max_train_batches must be >= 1, got {self.max_train_batches}")
-        if not (self.loss_chunk in ("auto", "off") or
-                (isinstance(self.loss_chunk, int) and not isinstance(self.loss_chunk, bool) and self.loss_chunk >= 1)):
-            problems.append(f"loss_chunk must be 'auto', 'off' or a positive number of items, got {self.loss_chunk!r}")
+            bad("max_train_batches", ">= 1", self.max_train_batches)
+        if not (self.loss_chunk in ("auto", "off") or (isinstance(self.loss_chunk, int)
+                                                        and not isinstance(self.loss_chunk, bool)
+                                                        and self.loss_chunk >= 1)):
+            bad("loss_chunk", "'auto', 'off' or a positive number of items", repr(self.loss_chunk))
         if self.ties not in TIE_POLICIES:
-            problems.append(f"ties must be one of {', '.join(TIE_POLICIES)}, got {self.ties!r}")
+            bad("ties", f"one of {', '.join(TIE_POLICIES)}", repr(self.ties))
         if self.loss_columns not in losses.LOSS_COLUMNS:
-            problems.append(f"loss_columns must be one of {', '.join(losses.LOSS_COLUMNS)}, "
-                            f"got {self.loss_columns!r}")
+            bad("loss_columns", f"one of {', '.join(losses.LOSS_COLUMNS)}", repr(self.loss_columns))
         if not self.ks or any(int(k) < 1 for k in self.ks):
-            problems.append(f"ks must be positive cut-offs, got {self.ks}")
+            bad("ks", "positive cut-offs", self.ks)
         allowed = {f"{m}@{k}" for m in ("hr", "ndcg") for k in self.ks}
         if self.valid_metric not in allowed:
-            problems.append(f"valid_metric must be one of {sorted(allowed)}, got {self.valid_metric!r}")
+            bad("valid_metric", f"one of {sorted(allowed)}", repr(self.valid_metric))
         if problems:
-            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+            raise TrainConfigError(problems)
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["ks"] = list(self.ks)
+        d["device"] = str(self.device)  # a resolved torch.device is recorded by its name, e.g. "cpu", "cuda:0"
         return d
 
 

@@ -15,7 +15,13 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU. Never hard-code a device elsewhere; call this."""
+    """``"auto"`` → CUDA when available, else CPU. Never hard-code a device elsewhere; call this.
+
+    A ``torch.device`` is already resolved and comes back as it is (no second check): the command line resolves
+    the device once per run and hands the result to the trainer and the metrics.
+    """
+    if isinstance(device, torch.device):
+        return device
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
