@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from ttt4rec_edu.official_weights import load_official_state_dict, official_state_dict
 from ttt4rec_edu.rope import apply_rope
-from ttt4rec_edu.ttt import (TTTLayer, TTTTrace, gelu_bwd, gelu_bwd2, gelu_with_slope, inner_layer_norm,
+from ttt4rec_edu.ttt import (TTTConfig, TTTLayer, TTTTrace, gelu_bwd, gelu_bwd2, gelu_with_slope, inner_layer_norm,
                              inner_model, ln_fused_l2_bwd)
 
 F64 = torch.float64
@@ -150,6 +151,66 @@ def test_bad_arguments():
         TTTLayer(10, 3)
     with pytest.raises(ValueError, match="rope_positions"):
         TTTLayer(8, 2, rope_positions="absolute")
+
+
+@pytest.mark.parametrize("args,options,message", [
+    ((64, 0), {}, r"num_heads must be >= 1 \(an integer\), got 0"),           # was a ZeroDivisionError
+    ((0, 4), {}, r"hidden_size must be >= 1 \(an integer\), got 0"),         # was accepted
+    ((-8, 4), {}, r"hidden_size must be >= 1"),
+    ((64.0, 4), {}, r"hidden_size must be >= 1 \(an integer\), got 64.0"),
+    ((66, 4), {}, r"hidden_size must be a multiple of num_heads: 66 is not divisible by 4"),
+    ((8, 2), {"mini_batch_size": 0}, r"mini_batch_size must be >= 1 \(an integer\), got 0"),
+    ((8, 2), {"mini_batch_size": True}, r"mini_batch_size must be >= 1 \(an integer\), got True"),
+    ((8, 2), {"base_lr": float("nan")}, r"base_lr must be > 0.0 \(a finite number\), got nan"),
+    ((8, 2), {"base_lr": float("inf")}, r"base_lr must be > 0.0 \(a finite number\), got inf"),
+    ((8, 2), {"base_lr": 0.0}, r"base_lr must be > 0.0"),
+    ((8, 2), {"base_lr": "1"}, r"base_lr must be > 0.0 \(a finite number\), got '1'"),
+    ((8, 2), {"rope_base": float("nan")}, r"rope_base must be > 0.0 \(a finite number\), got nan"),
+    ((8, 2), {"rope_base": -1000.0}, r"rope_base must be > 0.0"),
+    ((8, 2), {"init_std": float("nan")}, r"init_std must be >= 0.0 \(a finite number\), got nan"),
+    ((8, 2), {"init_std": -0.02}, r"init_std must be >= 0.0"),
+    ((8, 2), {"conv_kernel": 0}, r"conv_kernel must be >= 1 \(an integer\), got 0"),
+    ((8, 2), {"share_qk": "yes"}, r"share_qk must be True or False, got 'yes'"),
+    ((8, 2), {"use_gate": 1}, r"use_gate must be True or False, got 1"),
+])
+def test_bad_options_raise_one_clear_value_error(args, options, message):
+    with pytest.raises(ValueError, match=message):
+        TTTLayer(*args, **options)
+    hidden_size, num_heads = args
+    with pytest.raises(ValueError, match=message):          # the config checks itself: the layer adds nothing
+        TTTConfig(hidden_size=hidden_size, num_heads=num_heads, **options)
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(TypeError, match=r"TTTLayer got unknown options \['mini_batch'\]; known options: \["):
+        TTTLayer(8, 2, mini_batch=4)
+
+
+def test_nan_base_lr_used_to_give_nan_outputs_silently():
+    """The reason for the check above: η_t = base_lr · sigmoid(·) / f, so one NaN poisons every output."""
+    layer = make_layer("linear", base_lr=1.0)
+    layer.config.base_lr = float("nan")          # what TTTLayer(8, 2, base_lr=nan) used to build
+    assert torch.isnan(layer(rand_x())).all()
+
+
+def test_layer_reads_its_config_and_from_config_builds_the_same_layer():
+    config = TTTConfig(hidden_size=16, num_heads=2, inner="linear", mini_batch_size=4, base_lr=0.5,
+                       share_qk=True, use_gate=True, conv_kernel=3)
+    torch.manual_seed(0)
+    by_config = TTTLayer.from_config(config)
+    torch.manual_seed(0)
+    by_keywords = TTTLayer(16, 2, inner="linear", mini_batch_size=4, base_lr=0.5, share_qk=True, use_gate=True,
+                           conv_kernel=3)
+    assert by_config.config == config == by_keywords.config
+    assert by_config.config is not config                  # a copy: changing config later leaves the layer alone
+    assert (by_config.hidden_size, by_config.num_heads, by_config.head_dim, by_config.mini_batch_size,
+            by_config.inner) == (16, 2, 8, 4, "linear")
+    assert by_config.conv_q.kernel_size == (3,) and by_config.k_proj is None and by_config.g_proj is not None
+    x = rand_x(C=16, dtype=torch.float32)
+    torch.testing.assert_close(by_config(x), by_keywords(x), rtol=0, atol=0)
+    assert TTTLayer(8, 2).config == TTTConfig(hidden_size=8, num_heads=2)      # defaults: TTTConfig's, once
+    with pytest.raises(TypeError, match="from_config expects a TTTConfig, got dict"):
+        TTTLayer.from_config({"hidden_size": 8, "num_heads": 2})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -368,13 +429,13 @@ def test_official_names_and_shapes(inner, mamba):
         del expected["k_proj.weight"]
         expected.update({"conv_q.weight": (64, 1, 4), "conv_k.weight": (64, 1, 4), "conv_q.bias": (64,),
                          "conv_k.bias": (64,), "g_proj.weight": (64, 64)})
-    sd = layer.official_state_dict()
+    sd = official_state_dict(layer)
     assert {k: tuple(v.shape) for k, v in sd.items()} == expected
     # loading random values under the official names puts each one in the right place
     torch.manual_seed(0)
     random_sd = {k: torch.randn(v) for k, v in expected.items()}
-    layer.load_official_state_dict(random_sd)
-    for k, v in layer.official_state_dict().items():
+    load_official_state_dict(layer, random_sd)
+    for k, v in official_state_dict(layer).items():
         assert torch.equal(v, random_sd[k]), k
     assert torch.equal(layer.token_offset, random_sd["learnable_token_idx"])     # δ only, no 1/i inside
     assert torch.equal(layer.lr_gate_weight, random_sd["learnable_ttt_lr_weight"][:, 0])
@@ -383,16 +444,18 @@ def test_official_names_and_shapes(inner, mamba):
 
 def test_official_load_errors():
     layer = TTTLayer(64, 4, inner="mlp", mini_batch_size=8)
-    sd = layer.official_state_dict()
+    sd = official_state_dict(layer)
     missing = {k: v for k, v in sd.items() if k != "W2"}
     with pytest.raises(KeyError, match=r"missing keys \['W2'\]"):
-        layer.load_official_state_dict(missing)
+        load_official_state_dict(layer, missing)
     with pytest.raises(KeyError, match=r"unexpected keys \['conv_q.weight'\]"):
-        layer.load_official_state_dict({**sd, "conv_q.weight": torch.zeros(64, 1, 4)})
+        load_official_state_dict(layer, {**sd, "conv_q.weight": torch.zeros(64, 1, 4)})
+    before = official_state_dict(layer)
     with pytest.raises(ValueError, match=r"'W1': expected shape \(4, 16, 64\), got \(4, 16, 16\)"):
-        layer.load_official_state_dict({**sd, "W1": torch.zeros(4, 16, 16)})
+        load_official_state_dict(layer, {**sd, "q_proj.weight": torch.ones(64, 64), "W1": torch.zeros(4, 16, 16)})
+    assert all(torch.equal(v, before[k]) for k, v in official_state_dict(layer).items())   # nothing copied
     prefixed = {f"model.layers.0.seq_modeling_block.{k}": v for k, v in sd.items()}
-    layer.load_official_state_dict(prefixed, prefix="model.layers.0.seq_modeling_block.")
+    load_official_state_dict(layer, prefixed, prefix="model.layers.0.seq_modeling_block.")
 
 
 @pytest.mark.parametrize("mode", ["dual", "minibatch_loop"])
@@ -405,7 +468,7 @@ def test_reproduces_official_layer_fixture(mode):
         layer = TTTLayer(data["hidden_size"], data["num_heads"], inner=case["inner"],
                          mini_batch_size=data["mini_batch_size"], rope_base=data["rope_base"],
                          use_gate=case["mamba"], share_qk=case["mamba"])
-        layer.load_official_state_dict(case["state_dict"])
+        load_official_state_dict(layer, case["state_dict"])
         x = case["x"].clone().requires_grad_()
         out = layer(x, mode=mode)
         torch.testing.assert_close(out, case["out"], rtol=0, atol=1e-5, msg=lambda m: f"{name}: {m}")

@@ -18,6 +18,7 @@ from torch import nn
 from ttt4rec_edu.backbones import (CausalDepthwiseConv1d, GeluFFN, PreConv, ResidualBlock, RMSNorm, SwiGLU,
                                    make_ffn, make_norm)
 from ttt4rec_edu.models import available_models, build_model, parameter_summary
+from ttt4rec_edu.ttt import TTTConfig
 from ttt4rec_edu.ttt4rec import TTT4Rec, TTT4RecConfig
 
 NUM_ITEMS = 30
@@ -82,6 +83,42 @@ def test_registry_builds_with_overrides_and_rejects_bad_options():
         TTT4RecConfig(num_items=50, num_blocks=0)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
         TTT4RecConfig(num_items=50, dropout=1.0)
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("base_lr", float("nan"), r"base_lr must be > 0.0 \(a finite number\), got nan"),   # gave NaN scores silently
+    ("base_lr", float("inf"), r"base_lr must be > 0.0"),
+    ("rope_base", float("nan"), r"rope_base must be > 0.0"),
+    ("init_std", float("inf"), r"init_std must be >= 0.0"),
+    ("norm_eps", float("nan"), r"norm_eps must be > 0.0 \(a finite number\), got nan"),
+    ("norm_eps", 0.0, r"norm_eps must be > 0.0"),
+    ("embedding_ln_eps", float("inf"), r"embedding_ln_eps must be > 0.0"),
+    ("dropout", float("nan"), r"dropout must be in \[0, 1\), got nan"),
+    ("num_heads", 0, r"num_heads must be >= 1 \(an integer\), got 0"),
+    ("hidden_size", 0, r"hidden_size must be >= 1 \(an integer\), got 0"),
+    ("ffn_size", 0, r"ffn_size must be >= 1 \(an integer\), got 0"),
+    ("num_blocks", 2.5, r"num_blocks must be >= 1 \(an integer\), got 2.5"),
+    ("mini_batch_size", "8", r"mini_batch_size must be >= 1 \(an integer\), got '8'"),
+    ("conv_kernel", 0, r"conv_kernel must be >= 1"),
+    ("rope_positions", "absolute", r"rope_positions must be one of"),
+])
+def test_bad_options_raise_one_clear_value_error(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        TTT4RecConfig(num_items=50, **{option: value})
+    with pytest.raises(ValueError, match=message):
+        build_model("ttt4rec", 50, 20, **{option: value})
+
+
+def test_layer_defaults_come_from_the_layer_config():
+    model = build_model("ttt4rec", 50, 20)
+    layer = model.blocks[0].ttt
+    assert layer.config == TTTConfig(hidden_size=64, num_heads=4)
+    config = TTT4RecConfig(num_items=50)
+    assert {name: getattr(config, name) for name in ("hidden_size", "num_heads", "inner", "mini_batch_size", "base_lr",
+                                                     "rope_base", "rope_positions", "conv_kernel", "init_std")} == {
+        name: getattr(layer.config, name) for name in ("hidden_size", "num_heads", "inner", "mini_batch_size",
+                                                       "base_lr", "rope_base", "rope_positions", "conv_kernel",
+                                                       "init_std")}
 
 
 def test_bad_inputs_raise_specific_errors():

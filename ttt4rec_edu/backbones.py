@@ -7,7 +7,7 @@ output depends on positions ``<= t`` of the input only. As the official code run
                   h = h + TTTLayer(Norm_seq(h))      pre-norm residual around the sequence-modeling block
                   h = h + FFN(Norm_ffn(h))           pre-norm residual around the feed-forward block
 
-and the model applies one more norm after the last block (``ttt4rec_edu.model``). The "extra layer
+and the model applies one more norm after the last block (``ttt4rec_edu.ttt4rec``). The "extra layer
 normalization before the output, inspired by NormFormer" of the paper is *inside* the TTT layer: its
 ``post_norm`` LayerNorm right before the output projection θ_O (``ttt4rec_edu.ttt``).
 
@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ttt import TTTLayer
+from .ttt import TTTConfig, TTTLayer
 
 #: What each backbone switches on. ``share_qk`` and ``use_gate`` are TTT-layer options; ``pre_conv`` is the block's.
 BACKBONES: Dict[str, Dict[str, bool]] = {
@@ -175,15 +175,18 @@ class ResidualBlock(nn.Module):
         ffn_size: feed-forward inner width (256).
         backbone: ``"transformer"`` or ``"mamba"`` (see the module docstring).
         inner: the TTT inner model, ``"mlp"`` or ``"linear"``.
-        mini_batch_size, base_lr, rope_base, rope_positions: passed to :class:`ttt4rec_edu.ttt.TTTLayer`.
+        mini_batch_size, base_lr, rope_base, rope_positions: passed to :class:`ttt4rec_edu.ttt.TTTLayer` (the
+            defaults of the layer's options are :class:`ttt4rec_edu.ttt.TTTConfig`'s).
         norm: ``"rms"`` (official) or ``"layer"`` (paper text); ffn: ``"swiglu"`` (official) or ``"gelu"`` (paper).
         conv_kernel: width of every causal convolution of the Mamba backbone (4).
         norm_eps: epsilon of the block's norms (1e-6).
     """
 
-    def __init__(self, hidden: int = 64, num_heads: int = 4, ffn_size: int = 256, backbone: str = "transformer",
-                 inner: str = "mlp", mini_batch_size: int = 8, base_lr: float = 1.0, rope_base: float = 1000.0,
-                 rope_positions: str = "minibatch", norm: str = "rms", ffn: str = "swiglu", conv_kernel: int = 4,
+    def __init__(self, hidden: int = TTTConfig.hidden_size, num_heads: int = TTTConfig.num_heads, ffn_size: int = 256,
+                 backbone: str = "transformer", inner: str = TTTConfig.inner,
+                 mini_batch_size: int = TTTConfig.mini_batch_size, base_lr: float = TTTConfig.base_lr,
+                 rope_base: float = TTTConfig.rope_base, rope_positions: str = TTTConfig.rope_positions,
+                 norm: str = "rms", ffn: str = "swiglu", conv_kernel: int = TTTConfig.conv_kernel,
                  norm_eps: float = 1e-6):
         super().__init__()
         if backbone not in BACKBONES:

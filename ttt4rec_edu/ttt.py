@@ -7,8 +7,9 @@ Paper (TTT4Rec, Sec. 3.3) in row-vector notation, per head, for token ``t`` with
     update          W_t = W_{t−1} − η_t ∇ℓ_t(W_{t−1})
     output          z_t = f(q_t; W_t)
 
-The official code (ttt-lm-pytorch, copied verbatim by TTT4Rec; see shared/ttt_spec.md) computes this with
-a few extra ingredients, all implemented here:
+The official code — ttt-lm-pytorch (https://github.com/test-time-training/ttt-lm-pytorch), which TTT4Rec
+(https://github.com/ZhaoqiZachYang/TTT4Rec) copies verbatim — computes this with a few extra ingredients, all
+implemented here:
 
 * inner model ``f(x; W) = x + LN(f_res(x; W))`` with ``f_res`` Linear (``f × f`` + bias) or an MLP
   (``f → 4f → f``, tanh-GELU), one per head, starting every sequence from learned weights ``W0``;
@@ -34,6 +35,11 @@ Where the paper's equations live: the inner loss is ``inner_loss``, the output `
 mini-batches, ``explicit_token_weights``); ``TTTLayer.dual`` derives the closed form in its docstring.
 ``TTTLayer.forward(x, return_trace=True)`` hands back every ``W_t`` (``TTTTrace``) for plotting.
 
+Building a layer: :class:`TTTConfig` holds (and checks) every hyper-parameter and its default;
+``TTTLayer(hidden_size, num_heads, **options)`` or ``TTTLayer.from_config(config)``. :data:`INNER_MODELS` and
+:data:`MODES` name the inner models and the inner-loop modes (the model, ``ttt4rec_edu.ttt4rec``, uses these).
+Loading the official layer's weights: ``ttt4rec_edu.official_weights``.
+
 Shapes: ``B`` batch, ``L`` sequence length, ``C`` hidden size, ``nh`` heads, ``f = C / nh`` head size,
 ``d`` the inner hidden width (``f`` for Linear, ``4f`` for MLP), ``b`` mini-batch size. Inner weights are
 per head and act on row vectors: ``z = x W + c`` with ``W: (f, d)``, ``c: (d,)``.
@@ -41,8 +47,9 @@ per head and act on row vectors: ``z = x W + c`` with ``W: (f, d)``, ``c: (d,)``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
+import numbers
+from dataclasses import asdict, dataclass, fields
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +58,9 @@ from torch.autograd.function import once_differentiable
 
 from ttt4rec_edu.rope import POSITION_MODES, apply_rope, rope_positions
 
+#: How ``TTTLayer.forward(x, mode=...)`` runs the inner loop (same numbers; "dual" is the default, the fast one).
 MODES = ("dual", "minibatch_loop", "token_loop")
+#: The inner model f: TTT-Linear or TTT-MLP (the released model runs TTT-MLP).
 INNER_MODELS = ("linear", "mlp")
 INNER_LN_EPS = 1e-6
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -271,61 +280,108 @@ class _TraceRecorder:
 # The layer
 # ------------------------------------------------------------------------------------------------------------
 
+def check_int(name: str, value, minimum: int = 1) -> None:
+    """``ValueError`` unless ``value`` is an integer (not a bool) ``>= minimum``; the message names the option."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (an integer), got {value!r}")
+
+
+def check_real(name: str, value, minimum: float = 0.0, allow_minimum: bool = False) -> None:
+    """``ValueError`` unless ``value`` is a finite real number ``> minimum`` (``>=`` with ``allow_minimum``).
+
+    NaN and ±inf are refused: no option of the layer or the model means anything with them (a NaN base_lr would
+    make every output NaN without a word)."""
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+          and (value >= minimum if allow_minimum else value > minimum))
+    if not ok:
+        raise ValueError(f"{name} must be {'>=' if allow_minimum else '>'} {minimum} (a finite number), got {value!r}")
+
+
 @dataclass
 class TTTConfig:
+    """Hyper-parameters of one :class:`TTTLayer` — the one place their defaults live (the model's
+    ``TTT4RecConfig`` and the backbones' ``ResidualBlock`` take theirs from here). Checked when built: a bad value
+    raises one ``ValueError`` that names the option.
+
+    hidden_size C and num_heads nh (C divisible by nh; head size f = C / nh); inner ∈ :data:`INNER_MODELS`;
+    mini_batch_size b (b = 1 is online GD); base_lr scales η_t; rope_base μ and rope_positions ∈
+    ``ttt4rec_edu.rope.POSITION_MODES`` ("minibatch": t mod b, official; "sequence": t, the paper's text);
+    use_gate / share_qk switch on the Mamba backbone's GELU gate / merged Q-K projection with two causal depthwise
+    convolutions of width conv_kernel; init_std is the standard deviation of the N(0, σ) initialisation.
+    """
+
     hidden_size: int = 64
     num_heads: int = 4
-    inner: str = "mlp"                 # "linear" | "mlp"
-    mini_batch_size: int = 8           # b
+    inner: str = "mlp"
+    mini_batch_size: int = 8
     base_lr: float = 1.0
-    rope_base: float = 1000.0          # μ
-    rope_positions: str = "minibatch"  # "minibatch" (t mod b, official) | "sequence" (t, the paper's text)
-    use_gate: bool = False             # Mamba backbone: GELU gate
-    share_qk: bool = False             # Mamba backbone: one Q/K projection + two causal depthwise convs
+    rope_base: float = 1000.0
+    rope_positions: str = "minibatch"
+    use_gate: bool = False
+    share_qk: bool = False
     conv_kernel: int = 4
     init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        check_int("hidden_size", self.hidden_size)
+        check_int("num_heads", self.num_heads)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size must be a multiple of num_heads: {self.hidden_size} is not divisible "
+                             f"by {self.num_heads}")
+        if self.inner not in INNER_MODELS:
+            raise ValueError(f"inner must be one of {INNER_MODELS}, got {self.inner!r}")
+        check_int("mini_batch_size", self.mini_batch_size)
+        check_real("base_lr", self.base_lr)
+        check_real("rope_base", self.rope_base)
+        if self.rope_positions not in POSITION_MODES:
+            raise ValueError(f"rope_positions must be one of {POSITION_MODES}, got {self.rope_positions!r}")
+        for name in ("use_gate", "share_qk"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        check_int("conv_kernel", self.conv_kernel)
+        check_real("init_std", self.init_std, allow_minimum=True)
+
+
+_OPTION_NAMES = {f.name for f in fields(TTTConfig)} - {"hidden_size", "num_heads"}
 
 
 class TTTLayer(nn.Module):
     """TTT-Linear / TTT-MLP layer. ``forward(x: (B, L, C)) -> (B, L, C)``.
 
+    Two ways to build one, same result: ``TTTLayer(hidden_size, num_heads, **options)`` with the options of
+    :class:`TTTConfig` by keyword (``TTTLayer(64, 4, inner="linear", mini_batch_size=1)``), or
+    ``TTTLayer.from_config(config)`` from a :class:`TTTConfig`. Either way the layer keeps its own checked
+    :class:`TTTConfig` in ``self.config`` and reads every hyper-parameter from there (``hidden_size``,
+    ``num_heads``, ``inner``, ``mini_batch_size`` and ``head_dim`` are read-only views of it).
+
     ``adapt`` (attribute, default True): when False the inner step size is 0, so ``W_t = W0`` for every position
     and the output is ``f(q_t; W0)`` — the "no adaptation at test time" ablation. Set it with ``layer.adapt = False``.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, inner: str = "mlp", mini_batch_size: int = 8,
-                 base_lr: float = 1.0, rope_base: float = 1000.0, rope_positions: str = "minibatch",
-                 use_gate: bool = False, share_qk: bool = False, conv_kernel: int = 4, init_std: float = 0.02):
+    def __init__(self, hidden_size: int, num_heads: int, **options: Any):
         super().__init__()
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
-        if inner not in INNER_MODELS:
-            raise ValueError(f"inner must be one of {INNER_MODELS}, got {inner!r}")
-        if rope_positions not in POSITION_MODES:
-            raise ValueError(f"rope_positions must be one of {POSITION_MODES}, got {rope_positions!r}")
-        if mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
-        self.config = TTTConfig(hidden_size, num_heads, inner, mini_batch_size, base_lr, rope_base,
-                                rope_positions, use_gate, share_qk, conv_kernel, init_std)
-        self.hidden_size, self.num_heads, self.inner = hidden_size, num_heads, inner
-        self.head_dim = f = hidden_size // num_heads
-        self.mini_batch_size = mini_batch_size
+        unknown = sorted(set(options) - _OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"TTTLayer got unknown options {unknown}; known options: {sorted(_OPTION_NAMES)}")
+        self.config = TTTConfig(hidden_size=hidden_size, num_heads=num_heads, **options)
         self.adapt = True
-        C, nh, d = hidden_size, num_heads, (4 * f if inner == "mlp" else f)
+        c = self.config
+        C, nh, f = c.hidden_size, c.num_heads, self.head_dim
+        d = 4 * f if c.inner == "mlp" else f                  # inner hidden width
 
         # Outer-loop parameters θ_Q, θ_K, θ_V (views), θ_O (output), optional gate θ_G.
         self.q_proj = nn.Linear(C, C, bias=False)
-        self.k_proj = None if share_qk else nn.Linear(C, C, bias=False)
+        self.k_proj = None if c.share_qk else nn.Linear(C, C, bias=False)
         self.v_proj = nn.Linear(C, C, bias=False)
         self.o_proj = nn.Linear(C, C, bias=False)
-        self.g_proj = nn.Linear(C, C, bias=False) if use_gate else None
+        self.g_proj = nn.Linear(C, C, bias=False) if c.use_gate else None
         # share_qk: Q and K come from one projection, then two different causal depthwise convolutions.
-        self.conv_q = self._causal_conv(C, conv_kernel) if share_qk else None
-        self.conv_k = self._causal_conv(C, conv_kernel) if share_qk else None
+        self.conv_q = self._causal_conv(C, c.conv_kernel) if c.share_qk else None
+        self.conv_k = self._causal_conv(C, c.conv_kernel) if c.share_qk else None
         # Learned step size η_t (one gate per head, fed the full C-dim input) and the in-chunk offset δ.
         self.lr_gate_weight = nn.Parameter(torch.empty(nh, C))
         self.lr_gate_bias = nn.Parameter(torch.zeros(nh))
-        self.token_offset = nn.Parameter(torch.zeros(mini_batch_size))
+        self.token_offset = nn.Parameter(torch.zeros(c.mini_batch_size))
         # LayerNorm inside the inner model (one per head) and after the heads are concatenated.
         self.inner_ln_weight = nn.Parameter(torch.ones(nh, f))
         self.inner_ln_bias = nn.Parameter(torch.zeros(nh, f))
@@ -333,9 +389,38 @@ class TTTLayer(nn.Module):
         # W0: the inner model's initial weights, one per head, learned by the outer loop, shared by all sequences.
         self.W1 = nn.Parameter(torch.empty(nh, f, d))
         self.b1 = nn.Parameter(torch.zeros(nh, d))
-        self.W2 = nn.Parameter(torch.empty(nh, d, f)) if inner == "mlp" else None
-        self.b2 = nn.Parameter(torch.zeros(nh, f)) if inner == "mlp" else None
+        self.W2 = nn.Parameter(torch.empty(nh, d, f)) if c.inner == "mlp" else None
+        self.b2 = nn.Parameter(torch.zeros(nh, f)) if c.inner == "mlp" else None
         self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, config: TTTConfig) -> "TTTLayer":
+        """A layer built from ``config``; it keeps a copy, so changing ``config`` later does not touch the layer."""
+        if not isinstance(config, TTTConfig):
+            raise TypeError(f"from_config expects a TTTConfig, got {type(config).__name__}")
+        return cls(**asdict(config))
+
+    # Read-only views of the config (the shapes of the parameters depend on them, so they cannot change).
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def num_heads(self) -> int:
+        return self.config.num_heads
+
+    @property
+    def inner(self) -> str:
+        return self.config.inner
+
+    @property
+    def mini_batch_size(self) -> int:
+        return self.config.mini_batch_size
+
+    @property
+    def head_dim(self) -> int:
+        """f = C / nh."""
+        return self.config.hidden_size // self.config.num_heads
 
     @staticmethod
     def _causal_conv(channels: int, kernel: int) -> nn.Conv1d:
@@ -546,65 +631,3 @@ class TTTLayer(nn.Module):
             return out
         tau_per_position = tau[torch.arange(L, device=x.device) % self.mini_batch_size]
         return out, recorder.finish(lr, tau_per_position)
-
-    # -- loading the official layer's weights -------------------------------------------------------------------
-
-    def _official_layout(self) -> Dict[str, Tuple[str, Tuple[int, ...]]]:
-        """Official name → (our parameter name, official shape) for this configuration."""
-        C, nh, f, b = self.hidden_size, self.num_heads, self.head_dim, self.mini_batch_size
-        d = self.W1.shape[-1]
-        layout = {
-            "q_proj.weight": ("q_proj.weight", (C, C)),
-            "v_proj.weight": ("v_proj.weight", (C, C)),
-            "o_proj.weight": ("o_proj.weight", (C, C)),
-            "learnable_ttt_lr_weight": ("lr_gate_weight", (nh, 1, C)),
-            "learnable_ttt_lr_bias": ("lr_gate_bias", (nh, 1)),
-            "learnable_token_idx": ("token_offset", (b,)),
-            "ttt_norm_weight": ("inner_ln_weight", (nh, f)),
-            "ttt_norm_bias": ("inner_ln_bias", (nh, f)),
-            "post_norm.weight": ("post_norm.weight", (C,)),
-            "post_norm.bias": ("post_norm.bias", (C,)),
-            "W1": ("W1", (nh, f, d)),
-            "b1": ("b1", (nh, 1, d)),
-        }
-        if self.inner == "mlp":
-            layout.update({"W2": ("W2", (nh, d, f)), "b2": ("b2", (nh, 1, f))})
-        if self.config.share_qk:
-            k = self.config.conv_kernel
-            for name in ("conv_q", "conv_k"):
-                layout[f"{name}.weight"] = (f"{name}.weight", (C, 1, k))
-                layout[f"{name}.bias"] = (f"{name}.bias", (C,))
-        else:
-            layout["k_proj.weight"] = ("k_proj.weight", (C, C))
-        if self.config.use_gate:
-            layout["g_proj.weight"] = ("g_proj.weight", (C, C))
-        return layout
-
-    def load_official_state_dict(self, state_dict: Mapping[str, torch.Tensor], prefix: str = "") -> None:
-        """Copy the weights of the official ``TTTLinear`` / ``TTTMLP`` (ttt-lm-pytorch, as copied by TTT4Rec).
-
-        The official ``learnable_token_idx`` holds only the learnable offset δ (the ``1/i`` base is a
-        non-persistent buffer), so it maps to ``token_offset`` unchanged. ``prefix`` selects one layer out of a
-        bigger state dict (e.g. ``"model.layers.0.seq_modeling_block."``); other keys under it are an error.
-        Raises ``KeyError`` for missing/unexpected keys and ``ValueError`` for wrong shapes, naming the key.
-        """
-        layout = self._official_layout()
-        given = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
-        missing = sorted(set(layout) - set(given))
-        unexpected = sorted(set(given) - set(layout))
-        if missing or unexpected:
-            raise KeyError(f"official TTT state dict does not match this layer (inner={self.inner!r}, "
-                           f"share_qk={self.config.share_qk}, use_gate={self.config.use_gate}): "
-                           f"missing keys {missing}, unexpected keys {unexpected}")
-        ours = dict(self.named_parameters())
-        with torch.no_grad():
-            for key, (name, shape) in layout.items():
-                value = given[key]
-                if tuple(value.shape) != shape:
-                    raise ValueError(f"official key {key!r}: expected shape {shape}, got {tuple(value.shape)}")
-                ours[name].copy_(value.reshape(ours[name].shape))
-
-    def official_state_dict(self) -> Dict[str, torch.Tensor]:
-        """The inverse of ``load_official_state_dict``: our weights under the official names and shapes."""
-        ours = dict(self.named_parameters())
-        return {key: ours[name].detach().clone().reshape(shape) for key, (name, shape) in self._official_layout().items()}

@@ -55,6 +55,7 @@ The other variants: TTT-Linear replaces the 8,512 inner-MLP parameters by 4 · (
 """
 from __future__ import annotations
 
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, List, Tuple, Union
@@ -64,46 +65,45 @@ from torch import nn
 
 from .backbones import BACKBONES, FFNS, NORMS, ResidualBlock, make_norm
 from .models import ItemScoringModel, check_batch, gather_last, register_model
-from .ttt import TTTLayer
-
-INNER_MODELS = ("mlp", "linear")
-TTT_MODES = ("dual", "minibatch_loop", "token_loop")
+from .ttt import MODES, TTTConfig, TTTLayer, check_int, check_real
 #: The official code's unused ``TTTModel.embed_tokens`` (vocab 32000 × hidden 64), not carried here.
 OFFICIAL_DEAD_EMBEDDING_PARAMS = 32000 * 64
 
 
 @dataclass
 class TTT4RecConfig:
-    """Hyper-parameters of :class:`TTT4Rec`; defaults are the paper's / released code's.
+    """Hyper-parameters of :class:`TTT4Rec`; defaults are the paper's / released code's, and those of the TTT layer
+    come from :class:`ttt4rec_edu.ttt.TTTConfig` (the one place they are written).
 
-    ``backbone`` ∈ {"transformer", "mamba"}; ``inner`` ∈ {"mlp", "linear"} (TTT-MLP is what main.py runs);
+    ``backbone`` ∈ {"transformer", "mamba"}; ``inner`` ∈ {"linear", "mlp"} (TTT-MLP is what main.py runs);
     ``norm`` ∈ {"rms" (official), "layer" (paper text)}; ``ffn`` ∈ {"swiglu" (official), "gelu" (paper text)};
     ``ttt_mode`` ∈ {"dual", "minibatch_loop", "token_loop"} — the ways ``ttt4rec_edu.ttt`` computes the inner
     loop ("dual" is the fast one; the loops are the readable references; "token_loop" is online GD and needs
     ``mini_batch_size=1``). ``adapt=False``: the inner loop never steps (η = 0 in training and at test, W_t = W0
     at every position) — the "trained and tested without adaptation" control; the parameters are the same.
+    Checked when built: one ``ValueError`` naming the option for a bad value (the layer's options by ``TTTConfig``).
     """
 
     num_items: int
     max_len: int = 50
-    hidden_size: int = 64
-    num_heads: int = 4
+    hidden_size: int = TTTConfig.hidden_size
+    num_heads: int = TTTConfig.num_heads
     ffn_size: int = 256
     num_blocks: int = 1
     backbone: str = "transformer"
-    inner: str = "mlp"
-    mini_batch_size: int = 8
-    base_lr: float = 1.0
-    rope_base: float = 1000.0
-    rope_positions: str = "minibatch"
+    inner: str = TTTConfig.inner
+    mini_batch_size: int = TTTConfig.mini_batch_size
+    base_lr: float = TTTConfig.base_lr
+    rope_base: float = TTTConfig.rope_base
+    rope_positions: str = TTTConfig.rope_positions
     dropout: float = 0.2
     norm: str = "rms"
     ffn: str = "swiglu"
     ttt_mode: str = "dual"
-    conv_kernel: int = 4
+    conv_kernel: int = TTTConfig.conv_kernel
     norm_eps: float = 1e-6
     embedding_ln_eps: float = 1e-12
-    init_std: float = 0.02
+    init_std: float = TTTConfig.init_std
     adapt: bool = True
 
     def __post_init__(self) -> None:
@@ -111,33 +111,30 @@ class TTT4RecConfig:
             raise ValueError(f"adapt must be True or False, got {self.adapt!r}")
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {tuple(BACKBONES)}, got {self.backbone!r}")
-        if self.inner not in INNER_MODELS:
-            raise ValueError(f"inner must be one of {INNER_MODELS}, got {self.inner!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.ffn not in FFNS:
             raise ValueError(f"ffn must be one of {FFNS}, got {self.ffn!r}")
-        if self.ttt_mode not in TTT_MODES:
-            raise ValueError(f"ttt_mode must be one of {TTT_MODES}, got {self.ttt_mode!r}")
-        if self.num_items < 1:
-            raise ValueError(f"num_items must be >= 1, got {self.num_items}")
-        if self.max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {self.max_len}")
-        if self.num_blocks < 1:
-            raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
-        if self.hidden_size < 1 or self.num_heads < 1 or self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be a positive multiple of num_heads ({self.num_heads})"
-            )
-        if self.mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be >= 1, got {self.mini_batch_size}")
+        if self.ttt_mode not in MODES:
+            raise ValueError(f"ttt_mode must be one of {MODES}, got {self.ttt_mode!r}")
+        check_int("num_items", self.num_items)
+        check_int("max_len", self.max_len)
+        check_int("num_blocks", self.num_blocks)
+        check_int("ffn_size", self.ffn_size)
+        # the TTT layer's options (sizes, inner model, step size, RoPE, init): checked where they are defined
+        TTTConfig(hidden_size=self.hidden_size, num_heads=self.num_heads, inner=self.inner,
+                  mini_batch_size=self.mini_batch_size, base_lr=self.base_lr, rope_base=self.rope_base,
+                  rope_positions=self.rope_positions, conv_kernel=self.conv_kernel, init_std=self.init_std)
         if self.ttt_mode == "token_loop" and self.mini_batch_size != 1:
             raise ValueError(
                 f"ttt_mode='token_loop' is online GD (one token at a time) and needs mini_batch_size=1, got "
                 f"{self.mini_batch_size}; use 'minibatch_loop' or 'dual' for mini-batch TTT"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) \
+                or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        check_real("norm_eps", self.norm_eps)
+        check_real("embedding_ln_eps", self.embedding_ln_eps)
 
 
 class TTT4Rec(ItemScoringModel):
