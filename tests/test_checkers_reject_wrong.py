@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from ttt4rec_edu import exercises
+from ttt4rec_edu.exercises import foundations, ttt_layer
 from ttt4rec_edu.data.protocol import split_counts
 from ttt4rec_edu.rope import apply_rope
 from ttt4rec_edu.ttt import ln_fused_l2_bwd
@@ -103,7 +104,7 @@ ROPE = {
     ],
     "wrong": [
         (lambda x, p, base: rope_loop(x, p, base, sign=-1.0), ["wrong way"]),
-        (lambda x, p, base: exercises._rope_half_split(x, p, base), ["rotate_half"]),
+        (lambda x, p, base: foundations._rope_half_split(x, p, base), ["rotate_half"]),
         (lambda x, p, base: rope_loop(x, p + 1, base), ["positions start at 0"]),
         (lambda x, p, base: rope_loop(x, p, base, exponent=1.0), ["−2i/f", "not −i/f"]),
         (lambda x, p, base: rope_loop(x, p, base, pair_start=1), ["pair index i starts at 0"]),
@@ -224,13 +225,13 @@ def dual(W0, Q, K, V, eta, mask=torch.tril, sign=1.0):
 
 
 DUAL = {
-    "correct": [dual, exercises._minibatch_primal_linear,
+    "correct": [dual, ttt_layer._minibatch_primal_linear,
                 lambda W0, Q, K, V, eta: dual(W0.float(), Q.float(), K.float(), V.float(), eta)],
     "wrong": [
         (lambda *a: dual(*a, mask=lambda m: m), ["causality"]),
         (lambda *a: dual(*a, mask=lambda m: torch.tril(m, -1)), ["keep the diagonal"]),
         (lambda *a: dual(*a, sign=-1.0), ["gradient descent subtracts"]),
-        (exercises._online_linear, ["online GD"]),
+        (ttt_layer._online_linear, ["online GD"]),
     ],
 }
 
@@ -262,7 +263,7 @@ def meta(W0, q, k, v, y, eta, second=True, second_sign=1.0, eta_zero=False):
 
 
 def meta_autograd(W0, q, k, v, y, eta):
-    return exercises._meta_grad_autograd(W0, q, k, v, y, eta)
+    return ttt_layer._meta_grad_autograd(W0, q, k, v, y, eta)
 
 
 META = {
@@ -494,15 +495,15 @@ ARMS = {
 # ------------------------------------------------------------------------------------ capstone: TTT-Linear dual
 
 def _capstone(**flags):
-    return lambda *args: exercises._ttt_linear_dual_variant(*args, **flags)
+    return lambda *args: ttt_layer._ttt_linear_dual_variant(*args, **flags)
 
 
 def _capstone32(*args):
-    return exercises._ttt_linear_dual_variant(*(a.float() if torch.is_tensor(a) else a for a in args))
+    return ttt_layer._ttt_linear_dual_variant(*(a.float() if torch.is_tensor(a) else a for a in args))
 
 
 CAPSTONE = {   # (written while that check was being added: the cases apply once it exists)
-    "correct": [_capstone(), getattr(exercises, "_ttt_linear_library", None), _capstone32],
+    "correct": [_capstone(), ttt_layer._ttt_linear_library, _capstone32],
     "wrong": [
         (_capstone(ln_grad=False), ["through the inner LayerNorm"]),
         (_capstone(carry=False), ["carry the state"]),

@@ -13,6 +13,7 @@ import torch
 
 from ttt4rec_edu import exercises
 from ttt4rec_edu.data.protocol import split_counts
+from ttt4rec_edu.exercises import foundations, ttt_layer
 from ttt4rec_edu.exercises import (
     ExerciseFailed,
     ExerciseResult,
@@ -82,7 +83,7 @@ def test_split_counts_rounding_and_order_mistakes(capsys):
 
 def test_ndcg_reference_and_hand_cases_agree(capsys):
     assert_passes(check_ndcg(ndcg), capsys)
-    for ranks, k, expected in exercises._NDCG_HAND_CASES:   # the hand values are right, independently
+    for ranks, k, expected in foundations._NDCG_HAND_CASES:   # the hand values are right, independently
         gains = [1 / math.log2(r + 1) if r <= k else 0.0 for r in ranks]
         assert math.isclose(sum(gains) / len(gains), expected)
 
@@ -123,7 +124,7 @@ def test_rope_reference_passes(capsys):
 
 def test_rope_typical_mistakes_get_specific_hints(capsys):
     assert_fails(check_rope_rotation(lambda x, p, base: apply_rope(x, -p, base)), capsys, "wrong way")
-    assert_fails(check_rope_rotation(exercises._rope_half_split), capsys, "adjacent features")
+    assert_fails(check_rope_rotation(foundations._rope_half_split), capsys, "adjacent features")
     assert_fails(check_rope_rotation(lambda x, p, base: x), capsys, "equals the input")
 
     def wrong_frequencies(x, p, base):  # omega_i = base ** (-i / f): pair norms kept, angles wrong
@@ -195,14 +196,14 @@ def test_dual_form_reference_passes_and_primal_loop_is_the_reference(capsys):
     assert_passes(check_dual_form_linear(reference_dual), capsys)
     # the primal loop itself: with b = 1 it is exactly one gradient step, read after the update
     W0, q, k, v = torch.randn(3, 3).double(), torch.randn(1, 3).double(), torch.randn(1, 3).double(), torch.randn(1, 3).double()
-    Z, W1 = exercises._minibatch_primal_linear(W0, q, k, v, 0.1)
+    Z, W1 = ttt_layer._minibatch_primal_linear(W0, q, k, v, 0.1)
     W0_ = W0.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(0.5 * ((k @ W0_ - v) ** 2).sum(), W0_)
     assert torch.allclose(W1, W0 - 0.1 * grad) and torch.allclose(Z, q @ W1)
 
 
 def test_dual_form_typical_mistakes_get_specific_hints(capsys):
-    assert_fails(check_dual_form_linear(exercises._online_linear), capsys, "online GD")
+    assert_fails(check_dual_form_linear(ttt_layer._online_linear), capsys, "online GD")
 
     def no_mask(W0, Q, K, V, eta):
         G = K @ W0 - V

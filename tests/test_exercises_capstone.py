@@ -11,13 +11,8 @@ import torch
 
 from exercise_asserts import _not_strict, assert_fails, assert_passes  # noqa: F401  (autouse fixture)
 from ttt4rec_edu import exercises
-from ttt4rec_edu.exercises import (
-    ExerciseFailed,
-    _CAPSTONE_MISTAKES,
-    _ttt_linear_dual_variant,
-    _ttt_linear_library,
-    check_ttt_linear_dual,
-)
+from ttt4rec_edu.exercises import ExerciseFailed, check_ttt_linear_dual
+from ttt4rec_edu.exercises.ttt_layer import _CAPSTONE_MISTAKES, _ttt_linear_dual_variant, _ttt_linear_library
 
 EPS = 1e-6   # the inner LayerNorm's epsilon
 

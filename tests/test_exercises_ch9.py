@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ttt4rec_edu import exercises
 from ttt4rec_edu.analysis import length_buckets, metric_by_group
 from ttt4rec_edu.exercises import ExerciseFailed, check_metric_by_length
+from ttt4rec_edu.exercises.experiments import _LENGTH_CASES, _length_case
 
 
 def _gain(ranks, k, discount=lambda r: np.log2(r + 1.0), cut=lambda r, k: r <= k):
@@ -67,8 +67,8 @@ def test_hand_computed_case_matches_the_library():
 
 
 def test_cases_have_every_bucket_filled_and_edges_as_histories():
-    for seed, k, edges in exercises._LENGTH_CASES:
-        ranks, history = exercises._length_case(seed, k, edges)
+    for seed, k, edges in _LENGTH_CASES:
+        ranks, history = _length_case(seed, k, edges)
         assert len(ranks) == 400 and ranks.min() >= 1 and ranks.max() <= 200 and history.min() >= 1
         assert (np.bincount(_codes(history, edges), minlength=len(edges)) > 0).all()
         assert set(edges) <= set(history.tolist()) and (ranks == 1).any()
@@ -123,7 +123,7 @@ def test_wrong_answers_fail_with_a_specific_hint(wrong, hint, monkeypatch, capsy
 def test_log2_rank_gives_inf_and_is_recognised(monkeypatch):
     monkeypatch.delenv("TTT4REC_STRICT_CHECKS", raising=False)
     bad = _per_bucket(lambda r, k: _gain(r, k, discount=np.log2))
-    assert not np.isfinite(bad(*exercises._length_case(90, 10, (1, 3, 5, 8, 13, 21, 51)), (1, 3, 5, 8, 13, 21, 51),
+    assert not np.isfinite(bad(*_length_case(90, 10, (1, 3, 5, 8, 13, 21, 51)), (1, 3, 5, 8, 13, 21, 51),
                                10)).all()
     result = check_metric_by_length(bad)
     assert "not finite" in result.message and "divides by zero" in result.message, result.message

@@ -8,13 +8,12 @@ import torch
 from ttt4rec_edu import exercises
 from ttt4rec_edu.exercises import ExerciseFailed
 from ttt4rec_edu.exercises import (
-    _meta_grad_autograd,
-    _online_linear_reference,
     check_ln_l2_grad,
     check_meta_grad_linear,
     check_online_ttt_linear,
     check_token_scale,
 )
+from ttt4rec_edu.exercises.ttt_layer import _meta_grad_autograd, _online_linear_reference
 from ttt4rec_edu.ttt import INNER_LN_EPS, TTTLayer, ln_fused_l2_bwd
 
 

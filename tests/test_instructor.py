@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from ttt4rec_edu import exercises as checks
-from ttt4rec_edu import instructor as ik
+from ttt4rec_edu.exercises import instructor as ik
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
@@ -262,11 +262,22 @@ check_split_counts(my_split_counts)
 '''
 MONKEYPATCHED = WRONG_SPLIT + '''
 import ttt4rec_edu.exercises as E
+import ttt4rec_edu.exercises.foundations as F
 import ttt4rec_edu.data.protocol as P
-E.check_split_counts = lambda fn: E._report(E.ExerciseResult("check_split_counts", True, "fine"))
-E.split_counts = P.split_counts = my_split_counts          # the reference itself, replaced
+E.check_split_counts = lambda fn: E._core._report(E.ExerciseResult("check_split_counts", True, "fine"))
+F.split_counts = P.split_counts = my_split_counts          # the reference itself, replaced
 E.ExerciseResult.__bool__ = lambda self: True
 E.check_split_counts(my_split_counts)
+'''
+# the checks package's own modules, patched where a restore of module namespaces would not reach: a class
+PATCHED_SUBMODULES = WRONG_SPLIT + '''
+import ttt4rec_edu.exercises._core as C
+import ttt4rec_edu.exercises.foundations as F
+real_init = C.ExerciseResult.__init__
+C.ExerciseResult.__init__ = lambda self, name, passed, message: real_init(self, name, True, message)
+C._fail = F._fail = lambda name, message, hint=None: C.ExerciseResult(name, True, "fine")
+F.split_counts = my_split_counts
+F.check_split_counts(my_split_counts)
 '''
 PATCHED_MATH = WRONG_NDCG + '''
 import math, builtins
@@ -340,23 +351,56 @@ def _grade(tmp_path, submissions: dict, *options) -> tuple:
     return proc.returncode, proc.stdout, proc.stderr, rows, out.with_name("grades_reports")
 
 
+def test_the_grader_checks_with_its_own_copy_of_every_module(monkeypatch, tmp_path):
+    """The grader's checks are a private copy of the package *and of each of its modules*: a notebook that patches
+    a class or a function of ``ttt4rec_edu.exercises._core`` / ``.foundations`` fools the shared checks, not the
+    copy, and no module of the copy stays in sys.modules for it to find. The copy's lazy library imports are
+    found for the worker to load before the first cell, and the library stays readable (what it keeps)."""
+    import ttt4rec_edu.exercises._core as core
+    import ttt4rec_edu.exercises.foundations as foundations
+    monkeypatch.delenv(checks.STRICT_ENV, raising=False)
+    wrong = lambda n, ratios: (n, 0, 0)  # noqa: E731
+    real_init = core.ExerciseResult.__init__
+    monkeypatch.setattr(core.ExerciseResult, "__init__",
+                        lambda self, name, passed, message: real_init(self, name, True, message))
+    monkeypatch.setattr(foundations, "split_counts", wrong)
+    assert checks.check_split_counts(wrong).passed                 # the notebook's modules are fooled ...
+    package, private = ik._load_checks(str(ik.checks_source()))
+    verdict = package.check_split_counts(wrong)
+    assert not verdict.passed and "expected (1, 0, 1)" in verdict.message      # ... the grader's copy is not
+    assert type(verdict) is package.ExerciseResult is not checks.ExerciseResult
+    folder = ik.checks_source().parent
+    modules = {p.stem for p in folder.glob("*.py")} - {"__init__", "__main__", "instructor"}
+    assert set(private) == {ik.CHECKS_PACKAGE} | {f"{ik.CHECKS_PACKAGE}.{m}" for m in modules}
+    assert not [name for name in sys.modules if name.startswith(ik.CHECKS_PACKAGE)]
+    for name, module in private.items():
+        shared = sys.modules[name.replace(ik.CHECKS_PACKAGE, "ttt4rec_edu.exercises")]
+        assert module is not shared and module.__file__ == shared.__file__
+    imports = ik._library_imports(folder)
+    assert "ttt4rec_edu.ttt" in imports and not [n for n in imports if n.startswith("ttt4rec_edu.exercises")]
+    (tmp_path / "late.py").write_text("def f():\n    from ..viz import delta_w_norms\n    from . import _core\n")
+    assert ik._library_imports(tmp_path) == ["ttt4rec_edu.viz"]    # a lazy import inside a function counts
+    assert ik.library_root() == REPO and (REPO / "ttt4rec_edu") in ik.checks_source().parents
+
+
 @pytest.mark.slow
 def test_forged_verdicts_grade_as_failed(tmp_path):
-    """Printing a success line, redefining the check, monkeypatching the library, patching what the checks
-    compare with (math, torch, builtins) or writing a fake verdict to the grader's channel: the wrong answer still
-    fails; the honest correct answer passes."""
+    """Printing a success line, redefining the check, monkeypatching the library or a class of the checks
+    package's own modules, patching what the checks compare with (math, torch, builtins) or writing a fake verdict
+    to the grader's channel: the wrong answer still fails; the honest correct answer passes."""
     good = {"ex-protocol-split": CORRECT_SPLIT, "ex-protocol-ndcg": CORRECT_NDCG}
     code, out, err, rows, reports = _grade(tmp_path, {
         "honest.ipynb": _submission(good),
         "printed.ipynb": _submission({**good, "ex-protocol-split": FORGED_PRINT}),
         "redefined.ipynb": _submission({**good, "ex-protocol-split": REDEFINED_CHECK}),
         "monkeypatched.ipynb": _submission({**good, "ex-protocol-split": MONKEYPATCHED}),
+        "submodules.ipynb": _submission({**good, "ex-protocol-split": PATCHED_SUBMODULES}),
         "channel.ipynb": _submission({**good, "ex-protocol-split": FORGED_CHANNEL}),
         "patched.ipynb": _submission({**good, "ex-protocol-ndcg": PATCHED_MATH}),
     }, "--timeout", "300")
     assert code == 0, err
     assert rows["honest.ipynb"]["status"] == "ok" and rows["honest.ipynb"]["ex-protocol-split"] == "pass"
-    for name in ("printed.ipynb", "redefined.ipynb", "monkeypatched.ipynb", "channel.ipynb"):
+    for name in ("printed.ipynb", "redefined.ipynb", "monkeypatched.ipynb", "submodules.ipynb", "channel.ipynb"):
         row = rows[name]
         assert (row["status"], row["passed"], row["ex-protocol-split"], row["ex-protocol-ndcg"]) == (
             "failed", "1", "fail", "pass"), (name, row)

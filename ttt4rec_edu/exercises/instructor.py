@@ -1,5 +1,8 @@
 """The instructor kit: an exercise index read from the chapters, student/solution notebooks, and grading.
 
+It lives beside the checks it grades with (``ttt4rec_edu.exercises``) but is not imported by them: a notebook
+that imports a check never loads the grader.
+
 Everything here reads the chapters' own exercise markup, so nothing has to be typed twice::
 
     :::{exercise}                      <- markdown cell: the statement (optional `:class: difficulty-N`)
@@ -13,7 +16,8 @@ Everything here reads the chapters' own exercise markup, so nothing has to be ty
     :::{solution-end}                  <- ... to here is the solution
     :::
 
-Command line (``python -m ttt4rec_edu.exercises <command>``)::
+Command line: ``python -m ttt4rec_edu instructor <command>`` (the one command line, :mod:`ttt4rec_edu.cli`), or
+its older spelling ``python -m ttt4rec_edu.exercises <command>``, which still works::
 
     index  [--book B] [--page B/instructor.md] [--check]   regenerate the generated blocks of the guide
     export --chapter N --out DIR [--book B]                NN_slug_student.ipynb + NN_slug_solutions.ipynb
@@ -44,6 +48,7 @@ import argparse
 import ast
 import copy
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -513,11 +518,12 @@ def export_chapter(book_dir: Path, chapter: int, out_dir: Path) -> Tuple[Path, P
 # ----------------------------------------------------------------------------------------------------------
 #
 # Trust model (the instructor guide states it for readers):
-# - a verdict is what the grader's *own* copy of the checks returns, loaded from the library's source file in the
-#   submission's process *before* any student code runs, called on the student's function after the last cell;
-#   it travels to the grader on a channel (an inherited file descriptor, every line signed with a per-run secret
-#   key); printed text is never read. Printing a check's success line, redefining ``check_*``, or monkeypatching
-#   ``ttt4rec_edu.exercises`` (or any ``ttt4rec_edu`` module: their namespaces are restored before the checks)
+# - a verdict is what the grader's *own* copy of the checks returns, loaded from the library's source files in
+#   the submission's process *before* any student code runs (the package and each of its modules a private copy,
+#   see _load_checks), called on the student's function after the last cell; it travels to the grader on a
+#   channel (an inherited file descriptor, every line signed with a per-run secret key); printed text is never
+#   read. Printing a check's success line, redefining ``check_*``, or monkeypatching ``ttt4rec_edu.exercises``
+#   or one of its modules (or any ``ttt4rec_edu`` module: their namespaces are restored before the checks)
 #   changes nothing; module-level replacements in builtins, math, torch (and torch.nn.functional, torch.linalg),
 #   numpy, pandas and torch.Tensor's methods are undone too;
 # - NOT covered: student code runs in the same interpreter as the grader's checks, so a student who attacks the
@@ -529,6 +535,7 @@ def export_chapter(book_dir: Path, chapter: int, out_dir: Path) -> Tuple[Path, P
 STATUSES = ("ok", "failed", "timeout", "crashed", "unreadable")
 NOBODY = "nobody"
 _CHANNEL_FD_ENV = "TTT4REC_GRADER_FD"   # not secret: the key is what makes a line count
+CHECKS_PACKAGE = "ttt4rec_edu._grader_checks"   # the name of the grader's private copy of the checks package
 _PASS_ENV = ("TTT4REC_DATA_MIRRORS", "TTT4REC_DATA_DIR", "TTT4REC_QUICK", "PATH", "LANG", "LC_ALL", "TZ")
 
 
@@ -594,12 +601,18 @@ class Submission:
 
 def default_book_dir() -> Path:
     """The book that belongs to the installed library: ``<repository>/book`` beside the ``ttt4rec_edu`` package."""
-    return Path(__file__).resolve().parents[1] / "book"
+    return library_root() / "book"
+
+
+def library_root() -> Path:
+    """The folder that holds the ``ttt4rec_edu`` package (the repository, for a clone): the submission's process
+    imports the library from there, and it stays readable inside the submission's private /tmp."""
+    return Path(__file__).resolve().parents[2]
 
 
 def checks_source() -> Path:
-    """The source file the grader loads its own copy of the checks from."""
-    return Path(__file__).resolve().with_name("exercises.py")
+    """The checks package's ``__init__.py``: the grader loads its own copy of the checks from its folder."""
+    return Path(__file__).resolve().with_name("__init__.py")
 
 
 # ---------------------------------------------------------------------------------------------- the worker
@@ -721,16 +734,37 @@ def _set_limits(limits: dict) -> None:
 
 
 def _load_checks(path: str):
-    """A private copy of the checks, executed from the library's source file (not ``sys.modules``' module)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("ttt4rec_edu._grader_checks", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # (dataclasses look their module up while the file runs)
+    """A private copy of the checks package, executed from the library's source files: the package (``path``, its
+    ``__init__.py``) and every module it imports from its own folder (``_core``, ``foundations``, ...) are new
+    module objects named under :data:`CHECKS_PACKAGE`, never the ``ttt4rec_edu.exercises.*`` modules of
+    ``sys.modules`` that a notebook imports and can patch. What they import from the rest of the library
+    (``from ..ttt import ...``) is the shared library, whose namespaces the worker restores before the checks run.
+    Returns the package and its modules (name -> module), all of them removed from ``sys.modules`` again."""
+    spec = importlib.util.spec_from_file_location(CHECKS_PACKAGE, path,
+                                                  submodule_search_locations=[str(Path(path).parent)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[CHECKS_PACKAGE] = package    # (relative imports and dataclasses look modules up while they run)
     try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]           # out of the student's easy reach
-    return module
+        spec.loader.exec_module(package)
+    finally:                                 # out of the student's easy reach
+        private = {name: sys.modules.pop(name) for name in list(sys.modules)
+                   if name == CHECKS_PACKAGE or name.startswith(CHECKS_PACKAGE + ".")}
+    return package, private
+
+
+def _library_imports(folder: Path) -> List[str]:
+    """The library modules outside the checks package that a module of ``folder`` imports, anywhere in its source
+    (``from ..viz import x`` inside a function too): the worker loads them all before the first cell, so that
+    their namespaces are among those it restores."""
+    package = "ttt4rec_edu.exercises"
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                name = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                if name != package and not name.startswith(package + ".") and name not in found:
+                    found.append(name)
+    return found
 
 
 def _worker() -> None:   # pragma: no cover - runs in the child process (tests drive it through grade_submission)
@@ -753,21 +787,20 @@ def _worker() -> None:   # pragma: no cover - runs in the child process (tests d
 
     setup = {"network": _unshare_network() if config["cut_network"] else "not cut (--allow-network)"}
     setup["temporary folders"] = _private_tmp(int(config["limits"]["file_mb"]),
-                                              keep=(str(Path(config["checks"]).parents[1]), sys.prefix,
+                                              keep=(config["library"], sys.prefix,
                                                     sys.base_prefix, os.path.dirname(os.path.realpath(
                                                         sys.executable))))
     import numpy  # noqa: F401  (loaded before any student code, like everything the checks use)
     import pandas  # noqa: F401
     import torch  # noqa: F401
-    checks = _load_checks(config["checks"])
-    for node in ast.walk(ast.parse(Path(config["checks"]).read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-            __import__(f"ttt4rec_edu.{node.module}")      # the checks' lazy imports, loaded now
+    checks, private = _load_checks(config["checks"])
+    for name in _library_imports(Path(config["checks"]).parent):
+        __import__(name)                                  # a check's lazy import, loaded now
     import builtins
     import math as math_module
     library = {name: (mod, dict(vars(mod))) for name, mod in sys.modules.items()
                if name == "ttt4rec_edu" or name.startswith("ttt4rec_edu.")}
-    library[""] = (checks, dict(vars(checks)))
+    library.update({name: (mod, dict(vars(mod))) for name, mod in private.items()})
     # what the checks call besides the library: module-level functions of these, and torch.Tensor's methods
     foreign = [(m, dict(vars(m))) for m in (builtins, math_module, torch, torch.nn.functional, torch.linalg,
                                              numpy, pandas, numpy.linalg)]
@@ -800,7 +833,7 @@ def _worker() -> None:   # pragma: no cover - runs in the child process (tests d
         sys.stdout.flush()
 
     for name, (mod, namespace) in library.items():      # undo any monkeypatching of the library ...
-        if name:
+        if name not in private:                         # (the grader's own copy stays out of sys.modules)
             sys.modules[name] = mod
         vars(mod).clear()
         vars(mod).update(namespace)
@@ -849,7 +882,7 @@ def _worker() -> None:   # pragma: no cover - runs in the child process (tests d
     os._exit(0)
 
 
-_WORKER_BOOT = "from ttt4rec_edu.instructor import _worker; _worker()"
+_WORKER_BOOT = "from ttt4rec_edu.exercises.instructor import _worker; _worker()"
 
 
 # ---------------------------------------------------------------------------------------------- the grader
@@ -924,7 +957,7 @@ def _resolve_user(allow_root: bool) -> Optional[dict]:
     try:     # can that user run this interpreter and import the library?
         probe = subprocess.run([sys.executable, "-c", "import ttt4rec_edu.exercises"], user=entry.pw_uid,
                                group=entry.pw_gid, extra_groups=[], cwd="/", capture_output=True,
-                               env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])}, timeout=300)
+                               env={"PYTHONPATH": str(library_root())}, timeout=300)
         readable = probe.returncode == 0
     except (OSError, subprocess.SubprocessError):
         readable = False
@@ -936,7 +969,7 @@ def _worker_env(home: Path) -> Dict[str, str]:
     env.setdefault("PATH", "/usr/bin:/bin")
     env.update({"HOME": str(home), "IPYTHONDIR": str(home / ".ipython"), "MPLCONFIGDIR": str(home / ".mpl"),
                 "XDG_CACHE_HOME": str(home / ".cache"), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
-                "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                "MKL_NUM_THREADS": "1", "PYTHONPATH": str(library_root()),
                 "TTT4REC_QUICK": os.environ.get("TTT4REC_QUICK", "1"), "TTT4REC_STRICT_CHECKS": "0",
                 "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
     return env
@@ -1010,7 +1043,8 @@ def grade_submission(path: Path, book_dir: Optional[Path] = None, limits: Option
         log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         env = _worker_env(work)
         env[_CHANNEL_FD_ENV] = str(channel_fd)
-        config = {"key": key.hex(), "cut_network": cut_network, "checks": str(checks_source()), "user": user,
+        config = {"key": key.hex(), "cut_network": cut_network, "checks": str(checks_source()),
+                  "library": str(library_root()), "user": user,
                   "limits": {"timeout": limits.timeout, "cpu": limits.cpu, "memory_mb": int(limits.memory_mb),
                              "file_mb": int(limits.file_mb)},
                   "cells": cells,
