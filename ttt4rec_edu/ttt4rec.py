@@ -52,6 +52,10 @@ The other variants: TTT-Linear replaces the 8,512 inner-MLP parameters by 4 · (
 67,276); the Mamba backbone drops θ_K (−4,096), adds two depthwise Q/K convolutions (+2 · 320), the gate θ_G
 (+4,096) and the pre-convolution with its RMSNorm (+320 + 64): 75,724 with TTT-MLP, 68,300 with TTT-Linear.
 ``tests/test_ttt4rec.py`` checks all four.
+
+Building one: ``build_model("ttt4rec", num_items, max_len, **options)`` (this module registers the name with
+``ttt4rec_edu.models``) or ``TTT4Rec(TTT4RecConfig(...))``; the options are the fields of :class:`TTT4RecConfig`,
+whose TTT-layer fields take their defaults and their checks from ``ttt4rec_edu.ttt.TTTConfig``.
 """
 from __future__ import annotations
 
