@@ -1,60 +1,25 @@
-"""The exercise checks: each one passes the reference solution and fails wrong answers with a specific hint.
+"""The checks of the book's part *Foundations* (ttt4rec_edu.exercises.foundations, chapters 1-2): each one passes
+the reference solution and fails wrong answers with a specific hint.
 
 A check that cannot fail would teach nothing, so every check is fed typical mistakes (forgotten bump rule,
-log2(rank) instead of log2(rank + 1), the rotate_half pairing, a flipped gradient sign, a non-causal dual form,
-...) and must name the mistake. Reference solutions are the library's own functions or a few lines of torch.
+log2(rank) instead of log2(rank + 1), the rotate_half pairing, ...) and must name the mistake; the checks of
+section 1.7 (a float32 timestamp collision, HR@10 with ties under two policies) must also accept right answers
+written in different ways. Reference solutions are the library's own functions or a few lines of torch.
 """
 from __future__ import annotations
 
 import math
 
-import pytest
+import numpy as np
 import torch
 
-from ttt4rec_edu import exercises
 from ttt4rec_edu.data.protocol import split_counts
-from ttt4rec_edu.exercises import foundations, ttt_layer
-from ttt4rec_edu.exercises import (
-    ExerciseFailed,
-    ExerciseResult,
-    check_dual_form_linear,
-    check_linear_inner_grad,
-    check_ndcg,
-    check_rope_rotation,
-    check_split_counts,
-)
-from ttt4rec_edu.metrics import ndcg
+from ttt4rec_edu.exercises import (check_float32_collision, check_hr_with_ties, check_ndcg, check_rope_rotation,
+                                   check_split_counts, foundations)
+from ttt4rec_edu.metrics import hit_rate, ndcg, rank_ties_from_scores
 from ttt4rec_edu.rope import apply_rope
 
-
 from exercise_asserts import _not_strict, assert_fails, assert_passes  # noqa: F401  (autouse fixture)
-
-
-# ---- ExerciseResult and strict mode ---------------------------------------------------------------------
-
-def test_result_prints_and_strict_mode_raises(monkeypatch, capsys):
-    wrong = lambda n, ratios: (n, 0, 0)  # noqa: E731
-    assert_fails(check_split_counts(wrong), capsys, "num_samples=2", "expected (1, 0, 1)")
-    monkeypatch.setenv(exercises.STRICT_ENV, "1")
-    with pytest.raises(ExerciseFailed, match="check_split_counts"):
-        check_split_counts(wrong)
-    assert check_split_counts(split_counts).passed  # strict mode lets a right answer through
-    assert bool(ExerciseResult("x", True, "ok")) and not ExerciseResult("x", False, "no")
-
-
-def test_result_is_shown_once_in_jupyter(capsys):
-    result = check_split_counts(split_counts)
-    assert capsys.readouterr().out.count("✓") == 1
-    result._ipython_display_()          # the cell's last line: already printed, not shown again
-    assert capsys.readouterr().out == ""
-    ExerciseResult("by hand", False, "hint")._ipython_display_()   # never printed: shown
-    assert capsys.readouterr().out.startswith("✗ by hand")
-
-
-def test_exception_in_student_code_is_reported_not_raised(capsys):
-    def broken(n, ratios):
-        raise KeyError("oops")
-    assert_fails(check_split_counts(broken), capsys, "raised KeyError", "num_samples=1", hint=False)
 
 
 # ---- chapter 1 ------------------------------------------------------------------------------------------
@@ -116,6 +81,126 @@ def test_ndcg_typical_mistakes_get_specific_hints(capsys):
     assert_fails(check_ndcg(lambda ranks, k: "high"), capsys, "one number")
 
 
+# ---- check_float32_collision ----------------------------------------------------------------------------
+
+def test_collisions_are_accepted(capsys):
+    assert_passes(check_float32_collision((875_664_010, 875_664_030)), capsys)   # MovieLens era, 64 s grid
+    assert_passes(check_float32_collision([np.float64(1.3e9), np.float64(1.3e9 + 50)]), capsys)  # Gowalla
+    assert_passes(check_float32_collision((0.1, 0.1 + 1e-9)), capsys)            # any two, fractional too
+
+
+def test_equal_times_are_rejected(capsys):
+    assert_fails(check_float32_collision((875_664_000, 875_664_000.0)), capsys, "same time", "must differ")
+
+
+def test_times_too_far_apart_are_rejected(capsys):
+    assert_fails(check_float32_collision((1e9, 1e9 + 100)), capsys, "spacing", "64", "move them closer")
+
+
+def test_small_times_are_rejected_with_the_2_24_hint(capsys):
+    assert_fails(check_float32_collision((1000, 1001)), capsys, "2**24", "Unix times")
+
+
+def test_float16_collision_is_named(capsys):
+    assert_fails(check_float32_collision((1000, 1000.25)), capsys, "float16", "not in float32")
+
+
+def test_float32_not_a_pair_is_rejected(capsys):
+    assert_fails(check_float32_collision(875_664_010), capsys, "pair")
+
+
+# ---- check_hr_with_ties ---------------------------------------------------------------------------------
+
+def library_hr(scores, targets, k, policy):
+    ranks, ties = rank_ties_from_scores(scores, targets)
+    return hit_rate(ranks, k, ties, policy)
+
+
+def loop_hr(scores, targets, k, policy):
+    """A plain loop in NumPy: every sample's places, averaged."""
+    s = scores.numpy()
+    hits = []
+    for row, target in zip(s, targets.tolist()):
+        items = row[1:]
+        higher = int(np.sum(items > row[target]))
+        ties = int(np.sum(items == row[target])) - 1
+        places = np.arange(1 + higher, 2 + higher + ties)
+        hits.append(float(places[0] <= k) if policy == "optimistic" else float(np.mean(places <= k)))
+    return float(np.mean(hits))
+
+
+def float32_hr(scores, targets, k, policy):
+    """Vectorised, in float32."""
+    s = scores.float()[:, 1:]
+    own = scores.float().gather(1, targets[:, None])
+    higher = (s > own).sum(1).float()
+    ties = (s == own).sum(1).float() - 1
+    if policy == "optimistic":
+        return (higher + 1 <= k).float().mean()
+    return ((k - higher).clamp(min=0).minimum(ties + 1) / (ties + 1)).mean()
+
+
+def test_hr_with_ties_right_answers_pass(capsys):
+    for fn in (library_hr, loop_hr, float32_hr):
+        assert_passes(check_hr_with_ties(fn), capsys)
+
+
+def test_hit_at_the_mean_rank_is_rejected(capsys):
+    def mean_rank(scores, targets, k, policy):
+        ranks, ties = rank_ties_from_scores(scores, targets)
+        if policy == "optimistic":
+            return hit_rate(ranks, k)
+        return float(((ranks + ties / 2) <= k).double().mean())
+
+    assert_fails(check_hr_with_ties(mean_rank), capsys, "policy='average'", "average rank")
+
+
+def test_target_counted_as_its_own_tie_is_rejected(capsys):
+    def with_self(scores, targets, k, policy):
+        ranks, ties = rank_ties_from_scores(scores, targets)
+        return hit_rate(ranks, k, ties + 1, policy)
+
+    assert_fails(check_hr_with_ties(with_self), capsys, "tied with itself", "*other* items")
+
+
+def test_pessimistic_for_optimistic_is_rejected(capsys):
+    def geq(scores, targets, k, policy):
+        ranks, ties = rank_ties_from_scores(scores, targets)
+        return hit_rate(ranks, k, ties, "pessimistic" if policy == "optimistic" else policy)
+
+    assert_fails(check_hr_with_ties(geq), capsys, "strictly higher")
+
+
+def test_padding_column_counted_is_rejected(capsys):
+    def with_padding(scores, targets, k, policy):
+        padded = torch.cat([torch.full((len(scores), 1), float("-inf"), dtype=scores.dtype), scores], dim=1)
+        ranks, ties = rank_ties_from_scores(padded, targets + 1)  # column 0 of scores becomes a real item
+        return hit_rate(ranks, k, ties, policy)
+
+    assert_fails(check_hr_with_ties(with_padding), capsys, "case 3", "padding")
+
+
+def test_zero_based_rank_and_sum_are_rejected(capsys):
+    def zero_based(scores, targets, k, policy):
+        ranks, ties = rank_ties_from_scores(scores, targets)
+        return hit_rate(ranks - 1, k, ties, policy) if policy == "optimistic" else library_hr(
+            scores, targets, k, policy)
+
+    assert_fails(check_hr_with_ties(zero_based), capsys, "1-based")
+
+    def summed(scores, targets, k, policy):
+        return library_hr(scores, targets, k, policy) * len(targets)
+
+    assert_fails(check_hr_with_ties(summed), capsys, "mean over the samples")
+
+
+def test_hr_with_ties_exception_is_reported(capsys):
+    def broken(scores, targets, k, policy):
+        raise KeyError(policy)
+
+    assert_fails(check_hr_with_ties(broken), capsys, "KeyError", hint=False)
+
+
 # ---- chapter 2 ------------------------------------------------------------------------------------------
 
 def test_rope_reference_passes(capsys):
@@ -139,89 +224,3 @@ def test_rope_typical_mistakes_get_specific_hints(capsys):
         return 2 * apply_rope(x, p, base)
     assert_fails(check_rope_rotation(stretched), capsys, "keeps the length")
     assert_fails(check_rope_rotation(lambda x, p, base: x[..., :2]), capsys, "shaped like its input")
-
-
-# ---- chapter 3 ------------------------------------------------------------------------------------------
-
-def reference_linear_grad(x, W, b, y):
-    r = x @ W + b - y
-    return x.T @ r, r.sum(0)
-
-
-def test_linear_inner_grad_reference_passes(capsys):
-    assert_passes(check_linear_inner_grad(reference_linear_grad), capsys)
-
-
-def test_linear_inner_grad_typical_mistakes_get_specific_hints(capsys):
-    def flipped(x, W, b, y):
-        gW, gb = reference_linear_grad(x, W, b, y)
-        return -gW, -gb
-    assert_fails(check_linear_inner_grad(flipped), capsys, "sign is flipped")
-
-    def doubled(x, W, b, y):
-        gW, gb = reference_linear_grad(x, W, b, y)
-        return 2 * gW, 2 * gb
-    assert_fails(check_linear_inner_grad(doubled), capsys, "cancels the 2")
-
-    def transposed(x, W, b, y):
-        gW, gb = reference_linear_grad(x, W, b, y)
-        return gW.T, gb
-    assert_fails(check_linear_inner_grad(transposed), capsys, "transpose", "x (1, 4)")  # square W: same shape
-
-    def transposed_rect(x, W, b, y):
-        gW, gb = reference_linear_grad(x, W, b, y)
-        return (gW.T, gb) if x.shape[0] > 1 else (gW, gb)
-    assert_fails(check_linear_inner_grad(transposed_rect), capsys, "shape of W", "x (5, 3)")
-
-    def bias_not_summed(x, W, b, y):
-        r = x @ W + b - y
-        return x.T @ r, r
-    # the first case has n = 1 (shape (1, 4) != (4,)), so the shape hint fires
-    assert_fails(check_linear_inner_grad(bias_not_summed), capsys, "sum the residual over the n rows")
-
-    def averaged(x, W, b, y):
-        gW, gb = reference_linear_grad(x, W, b, y)
-        return gW / x.shape[0], gb / x.shape[0]
-    assert_fails(check_linear_inner_grad(averaged), capsys, "not a mean", "x (5, 3)")
-
-
-# ---- chapter 4 ------------------------------------------------------------------------------------------
-
-def reference_dual(W0, Q, K, V, eta):
-    G = K @ W0 - V
-    return Q @ W0 - eta * torch.tril(Q @ K.T) @ G, W0 - eta * K.T @ G
-
-
-def test_dual_form_reference_passes_and_primal_loop_is_the_reference(capsys):
-    assert_passes(check_dual_form_linear(reference_dual), capsys)
-    # the primal loop itself: with b = 1 it is exactly one gradient step, read after the update
-    W0, q, k, v = torch.randn(3, 3).double(), torch.randn(1, 3).double(), torch.randn(1, 3).double(), torch.randn(1, 3).double()
-    Z, W1 = ttt_layer._minibatch_primal_linear(W0, q, k, v, 0.1)
-    W0_ = W0.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(0.5 * ((k @ W0_ - v) ** 2).sum(), W0_)
-    assert torch.allclose(W1, W0 - 0.1 * grad) and torch.allclose(Z, q @ W1)
-
-
-def test_dual_form_typical_mistakes_get_specific_hints(capsys):
-    assert_fails(check_dual_form_linear(ttt_layer._online_linear), capsys, "online GD")
-
-    def no_mask(W0, Q, K, V, eta):
-        G = K @ W0 - V
-        return Q @ W0 - eta * (Q @ K.T) @ G, W0 - eta * K.T @ G
-    assert_fails(check_dual_form_linear(no_mask), capsys, "tril")
-
-    def strict_mask(W0, Q, K, V, eta):
-        G = K @ W0 - V
-        return Q @ W0 - eta * torch.tril(Q @ K.T, -1) @ G, W0 - eta * K.T @ G
-    assert_fails(check_dual_form_linear(strict_mask), capsys, "keep the diagonal")
-
-    def ascent(W0, Q, K, V, eta):
-        return reference_dual(W0, Q, K, V, -eta)
-    assert_fails(check_dual_form_linear(ascent), capsys, "subtracts")
-
-    def wrong_state(W0, Q, K, V, eta):
-        Z, _ = reference_dual(W0, Q, K, V, eta)
-        return Z, W0
-    assert_fails(check_dual_form_linear(wrong_state), capsys, "W_next", "Kᵀ G")
-
-    assert_fails(check_dual_form_linear(lambda W0, Q, K, V, eta: Q), capsys, "return a pair")
