@@ -89,7 +89,11 @@ class TrainConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Outer-loop settings. Defaults are the paper's / official config's (RecBole 1.2)."""
+    """Outer-loop settings. Defaults are the paper's / official config's (RecBole 1.2).
+
+    The one place the training defaults are written: the command line's ``train`` options and
+    :class:`ttt4rec_edu.experiments.RunSettings` read theirs from here, and :meth:`validate` is the one check.
+    """
 
     epochs: int = 300                 # upper bound; early stopping usually ends much sooner
     lr: float = 1e-3                  # Adam
@@ -410,7 +414,8 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
     Args:
         model: a registry model (``score_all`` + optional hooks, see ``ttt4rec_edu.models``).
         splits: :class:`ttt4rec_edu.data.Splits`.
-        config: :class:`TrainConfig` (defaults: the paper's).
+        config: :class:`TrainConfig` (defaults: the paper's); a ``torch.device`` in ``config.device`` is used as it
+            is (the command line resolves the device once per run).
         out_dir: folder for ``checkpoint.pt`` and ``metrics.json``; ``None`` keeps everything in memory.
         resume: continue from ``out_dir/checkpoint.pt`` when it exists (a fresh run otherwise).
         data_stats: dataset statistics stored under ``"data"`` in the result.
@@ -579,5 +584,6 @@ def _json_safe(obj):
     return obj
 
 
-__all__ = ["TrainConfig", "TrainError", "OutputDirError", "ResumeError", "NonFiniteLossError",
-           "ModelCapabilityError", "train", "train_epoch", "batch_loss", "CHECKPOINT_NAME", "METRICS_NAME", "RANKS_NAME"]
+__all__ = ["TrainConfig", "TrainConfigError", "TrainError", "OutputDirError", "ResumeError", "NonFiniteLossError",
+           "ModelCapabilityError", "train", "train_epoch", "batch_loss", "CHECKPOINT_NAME", "METRICS_NAME",
+           "RANKS_NAME"]
