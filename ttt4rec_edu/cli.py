@@ -624,50 +624,26 @@ def _train(args, context) -> int:
     return 0
 
 
-def parameter_summary(model) -> Dict[str, Any]:
-    """``{"modules": [(name, parameters, trainable)], "total": n, "trainable": m}`` for top-level submodules
-    (parameters owned by the model itself are listed as ``(self)``; shared tensors are counted once)."""
-    seen = set()
-
-    def count(params):
-        total = trainable = 0
-        for p in params:
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            total += p.numel()
-            trainable += p.numel() if p.requires_grad else 0
-        return total, trainable
-
-    rows = []
-    own_total, own_trainable = count(model.parameters(recurse=False))
-    if own_total:
-        rows.append(("(self)", own_total, own_trainable))
-    for name, child in model.named_children():
-        total, trainable = count(child.parameters())
-        rows.append((name, total, trainable))
-    total = sum(r[1] for r in rows)
-    trainable = sum(r[2] for r in rows)
-    return {"modules": rows, "total": total, "trainable": trainable}
-
-
 def cmd_model_summary(args) -> int:
     overrides = _model_overrides(args)
     _check_model_name(args.model)
     _check_model_arg_types(args.model, args.max_len, overrides)
+    from .models import parameter_summary
+
     model = _build_model(args.model, args.num_items, args.max_len, overrides)
-    summary = parameter_summary(model)
+    summary = parameter_summary(model)  # depth 1: the model's top-level submodules, shared tensors counted once
     if args.json:
         print(json.dumps({"model": args.model, "class": type(model).__name__, "options": overrides,
                           "num_items": args.num_items, "max_len": args.max_len,
-                          "modules": {n: {"parameters": t, "trainable": tr} for n, t, tr in summary["modules"]},
-                          "total": summary["total"], "trainable": summary["trainable"]}))
+                          "modules": {row.name: {"parameters": row.total, "trainable": row.trainable}
+                                      for row in summary.rows},
+                          "total": summary.total, "trainable": summary.trainable}))
         return 0
     print(f"{args.model} ({type(model).__name__}), num_items={args.num_items}, max_len={args.max_len}"
           + (f", options {overrides}" if overrides else ""))
-    rows = [(name, f"{total:,}") for name, total, _ in summary["modules"]]
-    rows.append(("total", f"{summary['total']:,}"))
-    rows.append(("trainable", f"{summary['trainable']:,}"))
+    rows = [(row.name, f"{row.total:,}") for row in summary.rows]
+    rows.append(("total", f"{summary.total:,}"))
+    rows.append(("trainable", f"{summary.trainable:,}"))
     _print_table(rows)
     return 0
 
