@@ -785,7 +785,7 @@ def cmd_reproduce(args) -> int:
 
 
 def _expected_errors() -> tuple:
-    from .data.readers import DataError
+    from .data import DataError
     from .train import TrainError
 
     return (CliError, DataError, TrainError)

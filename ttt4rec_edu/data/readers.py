@@ -57,10 +57,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-# DataError itself is not raised here: it stays importable from this module only because
-# ttt4rec_edu/__main__.py imports it from here (it should import it from ttt4rec_edu.data).
-from .errors import (BadValueError, CompressedFileError, DataError, EmptyFileError, EncodingError,  # noqa: F401
-                     FileFormatError, MissingFileError)
+from .errors import (BadValueError, CompressedFileError, EmptyFileError, EncodingError, FileFormatError,
+                     MissingFileError)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
