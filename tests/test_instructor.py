@@ -1,4 +1,4 @@
-"""The instructor kit (ttt4rec_edu.instructor): generated index, student/solution export, grading.
+"""The instructor kit (ttt4rec_edu.exercises.instructor): generated index, student/solution export, grading.
 
 What is proved here:
 - the guide's two generated blocks (chapter overview, exercise index) equal what the function produces from the
