@@ -193,7 +193,6 @@ def check_metric_by_length(fn: Callable[..., Sequence[float]]) -> ExerciseResult
                                               f"{' and '.join(str(c[1]) for c in _LENGTH_CASES)})."))
 
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Chapter 10: rerunning the paper on a GPU — how big are the full logits, and when to chunk the loss
 #
@@ -266,8 +265,6 @@ def check_logits_memory(fn: Callable[[int, int, int], Tuple[int, Optional[int]]]
                                  hint))
     return _report(ExerciseResult(name, True, f"logits bytes and the chunking decision match choose_chunk "
                                               f"in {len(_LOGITS_CASES)} cases (the paper's datasets included)."))
-
-
 
 
 _SEED_CELL_KEYS = ("dataset", "split", "model", "backbone", "inner")
@@ -361,7 +358,6 @@ def check_seed_summary(fn) -> ExerciseResult:
                                               f"{len(expected)} cells (baselines and a single-seed cell included)."))
 
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Chapter 11: when does test-time training help? — the paired adaptation gain
 #
@@ -411,7 +407,6 @@ def check_paired_gain(fn: Callable[[object], Tuple[float, float]]) -> ExerciseRe
         return _report(_fail(name, f"{where} expected mean {expected[0]:.5f}, std {expected[1]:.5f}; "
                                    f"got {mean:.5f}, {std:.5f}", hint))
     return _report(ExerciseResult(name, True, "mean and sample std of the per-seed gain match for 4 and 7 seeds."))
-
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -141,114 +141,6 @@ def check_ndcg(fn: Callable[[torch.Tensor, int], float]) -> ExerciseResult:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Chapter 2: RoPE
-# ----------------------------------------------------------------------------------------------------------
-
-def _rope_half_split(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
-    """The *other* popular convention (pairs ``(x_i, x_{i + f/2})``), used only to recognise the mistake."""
-    f = x.shape[-1]
-    omega = base ** (-torch.arange(0, f, 2, dtype=x.dtype) / f)
-    angles = positions.to(x.dtype)[:, None] * omega[None, :]
-    first, second = x[..., : f // 2], x[..., f // 2:]
-    return torch.cat((first * angles.cos() - second * angles.sin(), second * angles.cos() + first * angles.sin()), -1)
-
-
-_ROPE_ATOL = 1e-5
-
-
-def _rope_angles(x: torch.Tensor, rotated: torch.Tensor) -> torch.Tensor:
-    """The angle (radians, in (−π, π]) by which each (x[2i], x[2i+1]) pair was turned into ``rotated``'s."""
-    a, b = x[..., 0::2], x[..., 1::2]
-    c, d = rotated[..., 0::2], rotated[..., 1::2]
-    return torch.atan2(a * d - b * c, a * c + b * d)
-
-
-def _rope_angle_hint(x: torch.Tensor, got: torch.Tensor, positions: torch.Tensor, base: float,
-                     fn: Callable) -> str:
-    """The pairs keep their length: say which angles are wrong, naming the usual mistake when it is one; but
-    first make sure the answer turns every pair by an angle that depends on the position only (a rotation):
-    the same call on another input must turn each pair by the same angles."""
-    f = x.shape[-1]
-    i = torch.arange(f // 2, dtype=torch.float64)
-    got_angles = _rope_angles(x, got)
-    wrap = lambda a: torch.remainder(a + math.pi, 2 * math.pi) - math.pi  # noqa: E731
-    other = torch.randn(x.shape, generator=torch.Generator().manual_seed(22), dtype=x.dtype)
-    again, error = _call("check_rope_rotation", fn, other.clone(), positions.clone(), base)
-    again_t = None if error is not None else _as_tensor(again, other)
-    if again_t is None or again_t.shape != other.shape or \
-            bool((wrap(_rope_angles(other, again_t) - got_angles).abs() > 1e-4).any()):
-        return ("each pair keeps its length, but it is not turned by one angle per (position, pair): on another "
-                "input the same pair turns by a different angle. A rotation is x'[2i] = x[2i] cos − x[2i+1] sin, "
-                "x'[2i+1] = x[2i+1] cos + x[2i] sin, with the same angle for both members.")
-
-    def turned_by(pos: torch.Tensor, omega: torch.Tensor) -> bool:
-        want = wrap(pos.to(torch.float64)[:, None] * omega[None, :])
-        return bool((wrap(got_angles - want).abs() < 1e-4).all())
-
-    omega = base ** (-2 * i / f)
-    if turned_by(positions + 1, omega):
-        return "positions start at 0: the first token is not rotated (angle 0 · omega_i)."
-    if turned_by(positions, base ** (-i / f)):
-        return "the exponent is −2i/f with i = 0..f/2−1 the pair index (omega_i = base ** (-2i / f)), not −i/f."
-    if turned_by(positions, base ** (-2 * (i + 1) / f)):
-        return "the pair index i starts at 0: pair 0 turns by position · base ** 0 = position radians."
-    if turned_by(positions, base ** (2 * i / f)):
-        return "omega_i = base ** (−2i / f) falls with i: the exponent is negative."
-    want = wrap(positions.to(torch.float64)[:, None] * omega[None, :])
-    diff = wrap(got_angles - want).abs()
-    if not bool((diff > 1e-4).any()):   # right lengths and angles, yet different values: pairs moved around
-        return ("every pair is turned by the right angle, but the pairs are not where they were: rotate each "
-                "(x[2i], x[2i+1]) in place.")
-    first = [int(k) for k in torch.nonzero(diff > 1e-4)[0]]
-    *_, t, pair = first
-    return (f"the pairs keep their length, but the angles are off: pair {pair} at position "
-            f"{int(positions[t])} turns by {float(got_angles[tuple(first)]):.4f} rad, expected "
-            f"{float(want[t, pair]):.4f} (position · base ** (−2·{pair}/{f})).")
-
-
-def check_rope_rotation(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> ExerciseResult:
-    """Check ``fn(x, positions, base) -> rotated x`` against :func:`ttt4rec_edu.rope.apply_rope`.
-
-    ``x`` is ``(..., seq, f)`` float64, ``positions`` a ``LongTensor[seq]``; feature pair ``(x[2i], x[2i+1])``
-    must be rotated by the angle ``position * base ** (-2i / f)``. Cases: a ``(5, 8)`` input with positions
-    0..4 at base 1000, a batched ``(2, 3, 6, 16)`` input with positions ``t mod 4`` at base 10000. Tolerance
-    1e-5: angles computed in float32 (``torch.arange`` without a dtype) are fine.
-    """
-    name = "check_rope_rotation"
-    gen = torch.Generator().manual_seed(2)
-    cases = (
-        (torch.randn(5, 8, generator=gen, dtype=torch.float64), torch.arange(5), 1000.0),
-        (torch.randn(2, 3, 6, 16, generator=gen, dtype=torch.float64), torch.arange(6) % 4, 10000.0),
-    )
-    for x, positions, base in cases:
-        expected = apply_rope(x, positions, base)
-        where = f"x of shape {tuple(x.shape)}, positions {positions.tolist()}, base {base:g}"
-        got_t, failure = _tensor_answer(name, fn, (x.clone(), positions.clone(), base), expected, where,
-                                        "RoPE returns a tensor shaped like its input.")
-        if failure is not None:
-            return _report(failure)
-        if _same(got_t, expected, atol=_ROPE_ATOL, rtol=0.0):
-            continue
-        message = f"for {where}: largest difference {_max_err(got_t, expected):.3g}"
-        pair_norm = lambda t: t.unflatten(-1, (-1, 2)).norm(dim=-1)  # noqa: E731 - norms of the (2i, 2i+1) pairs
-        if _same(got_t, apply_rope(x, -positions, base), atol=_ROPE_ATOL):
-            hint = "you rotate the wrong way: x'[2i] = x[2i] cos − x[2i+1] sin, x'[2i+1] = x[2i+1] cos + x[2i] sin."
-        elif _same(got_t, _rope_half_split(x, positions, base), atol=_ROPE_ATOL):
-            hint = ("you pair feature i with feature i + f/2 (the 'rotate_half' layout); this book pairs "
-                    "adjacent features (x[2i], x[2i+1]).")
-        elif _same(got_t, x, atol=1e-12):
-            hint = "your output equals the input: every pair must be turned by position * omega_i."
-        elif not _same(pair_norm(got_t), pair_norm(x), atol=_ROPE_ATOL):
-            hint = ("a rotation keeps the length of every (x[2i], x[2i+1]) pair; yours changes it — check that "
-                    "cos and sin use the same angle for both members of a pair.")
-        else:
-            hint = _rope_angle_hint(x, got_t, positions, base, fn)
-        return _report(_fail(name, message, hint))
-    return _report(ExerciseResult(name, True, "matches apply_rope (interleaved pairs) on 2 cases, "
-                                              "including batched inputs and positions t mod b."))
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Chapter 1, section 1.7: RecBole's float32 time and tied scores
 # ----------------------------------------------------------------------------------------------------------
 
@@ -375,3 +267,109 @@ def check_hr_with_ties(fn: Callable) -> ExerciseResult:
                                               "a padding column with a high score included)."))
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Chapter 2: RoPE
+# ----------------------------------------------------------------------------------------------------------
+
+def _rope_half_split(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """The *other* popular convention (pairs ``(x_i, x_{i + f/2})``), used only to recognise the mistake."""
+    f = x.shape[-1]
+    omega = base ** (-torch.arange(0, f, 2, dtype=x.dtype) / f)
+    angles = positions.to(x.dtype)[:, None] * omega[None, :]
+    first, second = x[..., : f // 2], x[..., f // 2:]
+    return torch.cat((first * angles.cos() - second * angles.sin(), second * angles.cos() + first * angles.sin()), -1)
+
+
+_ROPE_ATOL = 1e-5
+
+
+def _rope_angles(x: torch.Tensor, rotated: torch.Tensor) -> torch.Tensor:
+    """The angle (radians, in (−π, π]) by which each (x[2i], x[2i+1]) pair was turned into ``rotated``'s."""
+    a, b = x[..., 0::2], x[..., 1::2]
+    c, d = rotated[..., 0::2], rotated[..., 1::2]
+    return torch.atan2(a * d - b * c, a * c + b * d)
+
+
+def _rope_angle_hint(x: torch.Tensor, got: torch.Tensor, positions: torch.Tensor, base: float,
+                     fn: Callable) -> str:
+    """The pairs keep their length: say which angles are wrong, naming the usual mistake when it is one; but
+    first make sure the answer turns every pair by an angle that depends on the position only (a rotation):
+    the same call on another input must turn each pair by the same angles."""
+    f = x.shape[-1]
+    i = torch.arange(f // 2, dtype=torch.float64)
+    got_angles = _rope_angles(x, got)
+    wrap = lambda a: torch.remainder(a + math.pi, 2 * math.pi) - math.pi  # noqa: E731
+    other = torch.randn(x.shape, generator=torch.Generator().manual_seed(22), dtype=x.dtype)
+    again, error = _call("check_rope_rotation", fn, other.clone(), positions.clone(), base)
+    again_t = None if error is not None else _as_tensor(again, other)
+    if again_t is None or again_t.shape != other.shape or \
+            bool((wrap(_rope_angles(other, again_t) - got_angles).abs() > 1e-4).any()):
+        return ("each pair keeps its length, but it is not turned by one angle per (position, pair): on another "
+                "input the same pair turns by a different angle. A rotation is x'[2i] = x[2i] cos − x[2i+1] sin, "
+                "x'[2i+1] = x[2i+1] cos + x[2i] sin, with the same angle for both members.")
+
+    def turned_by(pos: torch.Tensor, omega: torch.Tensor) -> bool:
+        want = wrap(pos.to(torch.float64)[:, None] * omega[None, :])
+        return bool((wrap(got_angles - want).abs() < 1e-4).all())
+
+    omega = base ** (-2 * i / f)
+    if turned_by(positions + 1, omega):
+        return "positions start at 0: the first token is not rotated (angle 0 · omega_i)."
+    if turned_by(positions, base ** (-i / f)):
+        return "the exponent is −2i/f with i = 0..f/2−1 the pair index (omega_i = base ** (-2i / f)), not −i/f."
+    if turned_by(positions, base ** (-2 * (i + 1) / f)):
+        return "the pair index i starts at 0: pair 0 turns by position · base ** 0 = position radians."
+    if turned_by(positions, base ** (2 * i / f)):
+        return "omega_i = base ** (−2i / f) falls with i: the exponent is negative."
+    want = wrap(positions.to(torch.float64)[:, None] * omega[None, :])
+    diff = wrap(got_angles - want).abs()
+    if not bool((diff > 1e-4).any()):   # right lengths and angles, yet different values: pairs moved around
+        return ("every pair is turned by the right angle, but the pairs are not where they were: rotate each "
+                "(x[2i], x[2i+1]) in place.")
+    first = [int(k) for k in torch.nonzero(diff > 1e-4)[0]]
+    *_, t, pair = first
+    return (f"the pairs keep their length, but the angles are off: pair {pair} at position "
+            f"{int(positions[t])} turns by {float(got_angles[tuple(first)]):.4f} rad, expected "
+            f"{float(want[t, pair]):.4f} (position · base ** (−2·{pair}/{f})).")
+
+
+def check_rope_rotation(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> ExerciseResult:
+    """Check ``fn(x, positions, base) -> rotated x`` against :func:`ttt4rec_edu.rope.apply_rope`.
+
+    ``x`` is ``(..., seq, f)`` float64, ``positions`` a ``LongTensor[seq]``; feature pair ``(x[2i], x[2i+1])``
+    must be rotated by the angle ``position * base ** (-2i / f)``. Cases: a ``(5, 8)`` input with positions
+    0..4 at base 1000, a batched ``(2, 3, 6, 16)`` input with positions ``t mod 4`` at base 10000. Tolerance
+    1e-5: angles computed in float32 (``torch.arange`` without a dtype) are fine.
+    """
+    name = "check_rope_rotation"
+    gen = torch.Generator().manual_seed(2)
+    cases = (
+        (torch.randn(5, 8, generator=gen, dtype=torch.float64), torch.arange(5), 1000.0),
+        (torch.randn(2, 3, 6, 16, generator=gen, dtype=torch.float64), torch.arange(6) % 4, 10000.0),
+    )
+    for x, positions, base in cases:
+        expected = apply_rope(x, positions, base)
+        where = f"x of shape {tuple(x.shape)}, positions {positions.tolist()}, base {base:g}"
+        got_t, failure = _tensor_answer(name, fn, (x.clone(), positions.clone(), base), expected, where,
+                                        "RoPE returns a tensor shaped like its input.")
+        if failure is not None:
+            return _report(failure)
+        if _same(got_t, expected, atol=_ROPE_ATOL, rtol=0.0):
+            continue
+        message = f"for {where}: largest difference {_max_err(got_t, expected):.3g}"
+        pair_norm = lambda t: t.unflatten(-1, (-1, 2)).norm(dim=-1)  # noqa: E731 - norms of the (2i, 2i+1) pairs
+        if _same(got_t, apply_rope(x, -positions, base), atol=_ROPE_ATOL):
+            hint = "you rotate the wrong way: x'[2i] = x[2i] cos − x[2i+1] sin, x'[2i+1] = x[2i+1] cos + x[2i] sin."
+        elif _same(got_t, _rope_half_split(x, positions, base), atol=_ROPE_ATOL):
+            hint = ("you pair feature i with feature i + f/2 (the 'rotate_half' layout); this book pairs "
+                    "adjacent features (x[2i], x[2i+1]).")
+        elif _same(got_t, x, atol=1e-12):
+            hint = "your output equals the input: every pair must be turned by position * omega_i."
+        elif not _same(pair_norm(got_t), pair_norm(x), atol=_ROPE_ATOL):
+            hint = ("a rotation keeps the length of every (x[2i], x[2i+1]) pair; yours changes it — check that "
+                    "cos and sin use the same angle for both members of a pair.")
+        else:
+            hint = _rope_angle_hint(x, got_t, positions, base, fn)
+        return _report(_fail(name, message, hint))
+    return _report(ExerciseResult(name, True, "matches apply_rope (interleaved pairs) on 2 cases, "
+                                              "including batched inputs and positions t mod b."))

@@ -474,7 +474,6 @@ def check_ttt_linear_dual(fn: Callable[..., torch.Tensor]) -> ExerciseResult:
                                               "partial last mini-batch and for b = 8."))
 
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Chapter 5: the outer gradient through one inner step (second-order term included)
 # ----------------------------------------------------------------------------------------------------------
