@@ -29,12 +29,18 @@ from pathlib import Path
 import pytest
 
 from ttt4rec_edu import exercises as checks
+from ttt4rec_edu.cli import main as cli_main
 from ttt4rec_edu.exercises import instructor as ik
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
 PAGE = BOOK / "instructor.md"
 CHAPTERS = ik.chapter_paths(BOOK)
+
+
+def instructor_main(argv) -> int:
+    """``python -m ttt4rec_edu instructor ARGV`` in this process; returns the exit status."""
+    return cli_main(["instructor", *argv])
 
 
 def _src(cell) -> str:
@@ -61,7 +67,7 @@ def _write_nb(path: Path, cells) -> Path:
 def test_instructor_page_is_up_to_date():
     text = PAGE.read_text(encoding="utf-8")
     assert ik.render_instructor_page(text, BOOK) == text, (
-        "book/instructor.md is out of date with the chapters: run `python -m ttt4rec_edu.exercises index`")
+        "book/instructor.md is out of date with the chapters: run `python -m ttt4rec_edu instructor index`")
 
 
 def test_index_covers_every_exercise_and_names_real_checks():
@@ -181,25 +187,27 @@ def test_student_notebook_has_exercises_and_no_solutions(path):
 
 
 def test_export_command_line_writes_both_notebooks(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", "export", "--chapter", "1",
+    proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu", "instructor", "export", "--chapter", "1",
                            "--out", str(tmp_path), "--book", str(BOOK)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["01_protocol_solutions.ipynb", "01_protocol_student.ipynb"]
     import nbformat
     for p in tmp_path.iterdir():
         nbformat.validate(nbformat.read(str(p), as_version=4))          # valid nbformat 4 (cell ids unique)
+    # the older spelling, kept as an alias, is the same command
     proc = subprocess.run([sys.executable, "-m", "ttt4rec_edu.exercises", "export", "--chapter", "99",
                            "--out", str(tmp_path), "--book", str(BOOK)], capture_output=True, text=True)
-    assert proc.returncode != 0 and "no chapter 99" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("python -m ttt4rec_edu instructor export: error: no chapter 99"), proc.stderr
 
 
 def test_index_command_check_mode(tmp_path):
     page = tmp_path / "instructor.md"
     page.write_text(f"x\n{ik.OVERVIEW_MARKERS[0]}\nold\n{ik.OVERVIEW_MARKERS[1]}\n"
                     f"{ik.INDEX_MARKERS[0]}\nold\n{ik.INDEX_MARKERS[1]}\ny\n")
-    assert ik.main(["index", "--book", str(BOOK), "--page", str(page), "--check"]) == 1
-    assert ik.main(["index", "--book", str(BOOK), "--page", str(page)]) == 0
-    assert ik.main(["index", "--book", str(BOOK), "--page", str(page), "--check"]) == 0
+    assert instructor_main(["index", "--book", str(BOOK), "--page", str(page), "--check"]) == 1
+    assert instructor_main(["index", "--book", str(BOOK), "--page", str(page)]) == 0
+    assert instructor_main(["index", "--book", str(BOOK), "--page", str(page), "--check"]) == 0
     assert "{ref}`ex-protocol-split <ex-protocol-split>`" in page.read_text()
 
 
@@ -504,7 +512,7 @@ def test_timeout_must_be_positive_and_misuse_is_one_line(tmp_path, capsys, monke
     ]
     for argv in calls:
         try:
-            code = ik.main(argv)
+            code = instructor_main(argv)
         except SystemExit as exc:          # argparse's own errors
             code = exc.code
         err = capsys.readouterr().err
@@ -604,7 +612,7 @@ def test_an_exercise_with_two_checks_is_graded_on_both(tmp_path):
         cell["source"] = _src(cell).replace("t2 = t1 + 3", "t2 = t1")
     (subs / "same.ipynb").write_text(json.dumps(same))
     out = tmp_path / "g.csv"
-    assert ik.main(["grade", "--submissions", str(subs), "--out", str(out), "--book", str(book),
+    assert instructor_main(["grade", "--submissions", str(subs), "--out", str(out), "--book", str(book),
                     "--timeout", "300"]) == 0
     with out.open(newline="", encoding="utf-8") as fh:
         rows = {r["submission"]: r for r in csv.DictReader(fh)}

@@ -1,7 +1,10 @@
 """``python -m ttt4rec_edu.exercises {index,export,grade}``: the instructor tools under their older name.
 
-Kept so that existing commands keep working; the one command line spells it ``python -m ttt4rec_edu instructor``.
+Kept so that existing commands keep working; it runs ``python -m ttt4rec_edu instructor ...`` of the one command
+line (:mod:`ttt4rec_edu.cli`).
 """
-from .instructor import main
+import sys
 
-raise SystemExit(main())
+from ..cli import main
+
+raise SystemExit(main(["instructor", *sys.argv[1:]]))
