@@ -1,17 +1,60 @@
 """ttt4rec_edu — TTT4Rec (Yang, Wang, Ge 2024) re-implemented to be read, run and taught.
 
-Modules, one idea each:
+One idea per module. The list runs downhill: a module imports only modules above it, apart from a package's
+face (its ``__init__``), which gathers its own modules. ``tests/test_package.py`` checks that the import graph has
+no circles, that nothing imports the command line, and that this list names every module in that order.
 
-- ``ttt4rec_edu.data``      raw-format readers, dataset registry + download, filters, the RecBole 1.2
-                            sequential protocol (prefix samples, chronological ratio split), synthetic drift data
-- ``ttt4rec_edu.metrics``   full-ranking HR@K / NDCG@K with memory-bounded chunked scoring
-- ``ttt4rec_edu.models``    the model registry: ``build_model(name, num_items, max_len, **overrides)``
-- ``ttt4rec_edu.train``     the outer training loop (Adam, early stopping, checkpoints, resume)
-- ``ttt4rec_edu.rope``      rotary position embedding
-- ``ttt4rec_edu.ttt``       the TTT layer (per-token loop, mini-batch loop, dual form, W_t trace)
-- ``ttt4rec_edu.backbones`` Transformer / Mamba-style residual blocks around the TTT layer
-- ``ttt4rec_edu.model``     the full TTT4Rec recommender
-- ``ttt4rec_edu.baselines`` GRU4Rec, NARM, SASRec, BERT4Rec, Mamba4Rec
+Data (``ttt4rec_edu.data``: the package's face re-exports what a reader needs)
+
+- ``ttt4rec_edu.data.errors``        every data problem: ``DataError`` and its subclasses
+- ``ttt4rec_edu.data.dataset_info``  ``DatasetInfo``: one registered dataset file, its source and settings
+- ``ttt4rec_edu.data.readers``       the raw formats (Gowalla, Twitch, Amazon, RecBole ``.inter``, csv/tsv, sequences)
+- ``ttt4rec_edu.data.protocol``      RecBole 1.2's sequential protocol: prefix samples, chronological ratio split
+- ``ttt4rec_edu.data.filtering``     the paper's filters (repeated until stable), timestamps, user sequences
+- ``ttt4rec_edu.data.download``      cache, mirror folders, resumable sha256-checked download
+- ``ttt4rec_edu.data.synthetic``     users whose interests drift (chapter 11's laboratory)
+- ``ttt4rec_edu.data.registry``      the paper's datasets, ``load_dataset`` and ``load_data_source``
+- ``ttt4rec_edu.data.stats``         Table 1's statistics
+
+The model
+
+- ``ttt4rec_edu.utils``              devices, seeding, atomic file writes
+- ``ttt4rec_edu.rope``               rotary position embedding
+- ``ttt4rec_edu.ttt``                the TTT layer: per-token loop, mini-batch loop, dual form, W_t trace
+- ``ttt4rec_edu.official_weights``   the official layer's weights in and out of ``TTTLayer``
+- ``ttt4rec_edu.backbones``          the Transformer / Mamba-style residual blocks around the TTT layer
+- ``ttt4rec_edu.losses``             full-softmax cross-entropy, exact and memory-bounded
+- ``ttt4rec_edu.models``             the model contract and registry: ``build_model(name, num_items, max_len)``
+- ``ttt4rec_edu.ttt4rec``            the full TTT4Rec recommender
+- ``ttt4rec_edu.baselines``          one file each: ``ttt4rec_edu.baselines.gru4rec``,
+  ``ttt4rec_edu.baselines.narm``, ``ttt4rec_edu.baselines.sasrec``, ``ttt4rec_edu.baselines.bert4rec``,
+  ``ttt4rec_edu.baselines.mamba4rec``, and the reference line ``ttt4rec_edu.baselines.pop``
+
+Training and evaluation
+
+- ``ttt4rec_edu.metrics``            full-ranking HR@K / NDCG@K, tie policies, chunked scoring
+- ``ttt4rec_edu.train``              the outer loop (``TrainConfig``: the one place training defaults live)
+- ``ttt4rec_edu.distributed``        data-parallel training under ``torchrun``
+
+Experiments and reading results
+
+- ``ttt4rec_edu.experiments``        the paper's Tables 2-4 and the CPU-scale runs: define, run, collect, report
+- ``ttt4rec_edu.estimate``           what a table will cost on a GPU, from counted FLOPs
+- ``ttt4rec_edu.gpu_results``        measured GPU results beside those estimates
+- ``ttt4rec_edu.analysis``           learning curves, per-sample comparisons, intervals (chapter 9)
+- ``ttt4rec_edu.drift_study``        when does adapting help? three arms on synthetic drift (chapter 11)
+- ``ttt4rec_edu.viz``                pictures and explorers of the hidden state W_t (chapter 7)
+
+Teaching
+
+- ``ttt4rec_edu.exercises``          the exercise checks, one module per part of the book:
+  ``ttt4rec_edu.exercises.foundations`` (chapters 1-2), ``ttt4rec_edu.exercises.ttt_layer`` (3-5),
+  ``ttt4rec_edu.exercises.model_and_baselines`` (6-8), ``ttt4rec_edu.exercises.experiments`` (9-11)
+- ``ttt4rec_edu.exercises.instructor``  exercise index, student notebooks, isolated grading
+
+The command line
+
+- ``ttt4rec_edu.cli``                ``python -m ttt4rec_edu {data,train,reproduce,model-summary,instructor}``
 """
 
 __version__ = "0.1.0"
