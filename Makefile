@@ -1,4 +1,4 @@
-# The README's two commands:  `make book`  and  `make test`.
+# The README's two commands:  `make book`  and  `make test`.  `make check` is the fast loop while editing.
 # Both create .venv when it is missing and install everything into it first.
 PY ?= python3
 VENV := .venv
@@ -7,11 +7,12 @@ STAMP := $(VENV)/.installed-stamp
 # Real Amazon Beauty data shipped beside the project (CI, developer machines) acts as a pre-filled cache.
 export TTT4REC_DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup book book-quick test bench chromium clean vendor help instructor-index gpu-check fidelity
+.PHONY: setup book book-quick test check lint bench chromium clean vendor help instructor-index gpu-check fidelity
 
 help:
 	@echo "make book   - set up .venv and build the book into _build/html (quick mode on a CPU)"
 	@echo "make test   - set up .venv, build the book, run the whole test suite"
+	@echo "make check  - the fast loop: ruff, then every test that needs no book build, browser or long run (~1 min)"
 	@echo "make bench  - benchmarks (speed ratios and memory), printed as tables"
 	@echo "make fidelity - the protocol beside RecBole 1.2 itself (own .venv-fidelity; writes book/results/fidelity.txt)"
 	@echo "make gpu-check - every model on CUDA, checked and timed in <= 8 min (scripts/gpu_check.py)"
@@ -55,12 +56,20 @@ $(BOOK_STAMP): $(BOOK_INPUTS) $(STAMP)
 vendor:
 	scripts/vendor_js.sh
 
-test: setup chromium book
+test: setup lint chromium book
 	$(PYTHON) -m pytest
+
+# The fast edit-test loop: the linter, then the tests that need no built book, no browser and no long training
+# run (markers in pyproject.toml; `slow` marks anything over a few seconds). `make test` runs everything.
+check: setup lint
+	$(PYTHON) -m pytest -q -m "not slow and not browser and not notebooks"
+
+lint: setup
+	$(PYTHON) -m ruff check .
 
 # Regenerate the instructor guide's chapter overview and exercise index from the chapters.
 instructor-index: setup
-	$(PYTHON) -m ttt4rec_edu.exercises index
+	$(PYTHON) -m ttt4rec_edu instructor index
 
 # The protocol beside RecBole 1.2 itself (scripts/fidelity/fidelity.py): samples and metrics on MovieLens-100K
 # (shipped inside recbole) and a hand-made file. Its own environment with RecBole's old pins

@@ -86,7 +86,7 @@ def main() -> None:
         inputs = make_inputs(args.batch, seq, args.d_inner, args.d_state, device, args.backward)
         outputs, times = {}, {}
         for impl in impls:
-            def run(impl=impl):
+            def run(impl=impl, inputs=inputs):
                 out = selective_scan(*inputs, impl=impl, chunk_size=args.chunk)
                 if args.backward:
                     out.square().mean().backward()

@@ -582,7 +582,7 @@ def part_ttt(ctx: Context, rec: Dict[str, Any]) -> str:
         for key, mode, b in (("dual", "dual", 8), ("token_loop", "token_loop", 1)):
             layer = TTTLayer(64, 4, inner="mlp", mini_batch_size=b).to(device)
 
-            def step(layer=layer, mode=mode):
+            def step(layer=layer, mode=mode, x=x):
                 layer.zero_grad(set_to_none=True)
                 x.grad = None
                 layer(x, mode=mode).square().mean().backward()
@@ -596,7 +596,7 @@ def part_ttt(ctx: Context, rec: Dict[str, Any]) -> str:
         optimizer = torch.optim.Adam(sasrec.parameters(), lr=1e-3)
         seq, lens, tgt = (t.to(device) for t in random_batch(ctx.items, ctx.ttt_batch, length))
 
-        def sas_step():
+        def sas_step(sasrec=sasrec, optimizer=optimizer, seq=seq, lens=lens, tgt=tgt):
             optimizer.zero_grad(set_to_none=True)
             batch_loss(sasrec, seq, lens, tgt, ctx.items).backward()
             optimizer.step()
@@ -865,7 +865,8 @@ def part_torchrun(ctx: Context, rec: Dict[str, Any]) -> str:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         if isinstance(err, subprocess.TimeoutExpired):
-            raise DeadlineReached(f"torchrun did not finish within the {timeout:.0f} s left before the deadline")
+            raise DeadlineReached(f"torchrun did not finish within the {timeout:.0f} s left before the deadline") \
+                from None
         raise
     rec.update({"returncode": proc.returncode, "wall_s": time.perf_counter() - start,
                 "expected_backend": "nccl" if device == "cuda" else "gloo"})

@@ -266,7 +266,7 @@ def test_filter_repeats_until_stable():
 
 def test_filter_matches_brute_force_on_random_tables():
     rng = np.random.default_rng(1)
-    for trial in range(30):
+    for _trial in range(30):
         n = int(rng.integers(20, 200))
         pairs = [(f"u{a}", f"i{b}") for a, b in zip(rng.zipf(1.5, n) % 25, rng.zipf(1.3, n) % 40)]
         min_user, min_item = int(rng.integers(1, 6)), int(rng.integers(1, 6))

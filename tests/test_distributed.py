@@ -80,8 +80,8 @@ def test_two_processes_match_one_process(tmp_path, model, option, epochs):
     data = tmp_path / "tiny.csv"
     data.write_text("\n".join(lines) + "\n")
     args = ["train", "--model", model, "--model-arg", option, "--data", str(data), "--max-len", "10",
-            "--epochs", str(epochs), "--batch-size", "63", "--eval-batch-size", "40", "--device", "cpu", "--no-progress",
-            "--seed", "7"]
+            "--epochs", str(epochs), "--batch-size", "63", "--eval-batch-size", "40", "--device", "cpu",
+            "--no-progress", "--seed", "7"]
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):

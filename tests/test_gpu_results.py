@@ -114,7 +114,7 @@ def test_comparison_tables_are_labelled_with_device_and_date():
     tables = comparison_tables(estimate, fake_doc(),
                                train_gflop={"sasrec": 0.5, "ttt4rec-transformer-mlp": 2.0})
     assert len(tables) == 3
-    for title, frame in tables.items():
+    for title in tables:
         assert FAKE_DEVICE in title and "2001-02-03" in title
     epoch, cells, totals = tables.values()
     assert any(FAKE_DEVICE in column for column in epoch.columns)

@@ -234,7 +234,7 @@ def test_outer_gradients_agree_between_modes(inner, b, other):
     x = rand_x(L=7)
     ref, got = _outer_grads(layer, x, other), _outer_grads(layer, x, "dual")
     for name in ref:
-        torch.testing.assert_close(got[name], ref[name], rtol=1e-7, atol=1e-9, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-7, atol=1e-9, msg=lambda m, name=name: f"{name}: {m}")
     # every kind of parameter gets a real gradient (θQ, θK, θV, W0, LN, η gate, δ)
     for name in ("q_proj.weight", "k_proj.weight", "v_proj.weight", "W1", "b1", "inner_ln_weight",
                  "lr_gate_weight", "lr_gate_bias", "token_offset"):
@@ -471,6 +471,7 @@ def test_reproduces_official_layer_fixture(mode):
         load_official_state_dict(layer, case["state_dict"])
         x = case["x"].clone().requires_grad_()
         out = layer(x, mode=mode)
-        torch.testing.assert_close(out, case["out"], rtol=0, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(out, case["out"], rtol=0, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
         grad_x, = torch.autograd.grad((out * case["weight"]).sum(), x)
-        torch.testing.assert_close(grad_x, case["grad_x"], rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grad_x, case["grad_x"], rtol=1e-5, atol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")

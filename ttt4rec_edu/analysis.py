@@ -32,8 +32,9 @@ import pandas as pd
 from .experiments import run_dir
 from .train import METRICS_NAME, RANKS_NAME
 
-__all__ = ["mean_interval", "welch_interval", "student_t_quantile", "learning_curves", "epoch_costs", "load_test_ranks", "sample_table", "match_samples",
-           "per_sample_metric", "seed_mean_metric", "metric_by_group", "length_buckets", "test_steps", "paired_differences", "paired_bootstrap",
+__all__ = ["mean_interval", "welch_interval", "student_t_quantile", "learning_curves", "epoch_costs",
+           "load_test_ranks", "sample_table", "match_samples", "per_sample_metric", "seed_mean_metric",
+           "metric_by_group", "length_buckets", "test_steps", "paired_differences", "paired_bootstrap",
            "RunFilesError"]
 
 

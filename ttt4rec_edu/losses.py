@@ -15,11 +15,12 @@ pass *recomputes* each chunk's logits and uses
 with ``p_bj = exp(s_bj − lse_b)``. The result equals ``F.cross_entropy(h @ E.T, y)`` (column 0 set to −inf)
 up to floating-point summation order; ``tests/test_losses.py`` checks loss and both gradients.
 
-The columns (:data:`LOSS_COLUMNS`). The sum above runs over the real items ``j = 1..N`` (``"items"``, this
-project's default). The official TTT4Rec code (RecBole's ``CE`` loss) takes the softmax over all ``N + 1``
-logits, the padding item 0 included (``"all"``): padding is then one extra negative that is never a target,
-and the loss is a little larger (the padding logit adds to the log-sum-exp). Both functions take ``include_padding=True`` for it. Whether the choice changes the trained
-models' metrics has not been measured here (that needs a multi-seed A/B on Amazon Beauty, CPU hours).
+The columns (:data:`LOSS_COLUMNS`). The sum above runs over the real items ``j = 1..N`` (``"items"``, this project's
+default). The official TTT4Rec code (RecBole's ``CE`` loss) takes the softmax over all ``N + 1`` logits, the padding
+item 0 included (``"all"``): padding is then one extra negative that is never a target, and the loss is a little
+larger (the padding logit adds to the log-sum-exp). Both functions take ``include_padding=True`` for it. Whether the
+choice changes the trained models' metrics has not been measured here (that needs a multi-seed A/B on Amazon Beauty,
+CPU hours).
 """
 from __future__ import annotations
 

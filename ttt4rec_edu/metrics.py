@@ -23,24 +23,23 @@ popularity ranker's counts, a saturated or constant model), and there the policy
 RecBole 1.2 (the paper's evaluator) takes ``torch.topk(scores, max(K))`` of the scores with the padding
 column at ``-inf`` and counts a hit when the target's column is among them (``recbole/evaluator/
 collector.py``). Which of several tied items ``torch.topk`` returns is not specified: torch's documentation
-says the indices of tied elements are not guaranteed to be stable and may vary between invocations. On the CPU
-the order is whatever ``std::partial_sort`` / ``std::nth_element`` leave (repeatable for one input and build
-here, but no rule such as "lower id first": the top 10 of 1,000 equal scores are columns 8, 9, 4, 7, ...
-with torch 2.13 on a CPU); CUDA's radix selection is a different algorithm again (not checked here: this
-project's machines have no GPU). So RecBole's tie behaviour cannot be stated as a policy; :func:`topk_ranks` reproduces it by running the same
-``torch.topk`` on the same columns (``make fidelity`` compares it with RecBole's own collector on the CPU).
-For scores without ties all of these coincide; with ties, ``"average"`` is what RecBole gives in expectation
-when the target's place among its ties has nothing to do with it being the target, which is why it is the
-default.
+says the indices of tied elements are not guaranteed to be stable and may vary between invocations. On the CPU the
+order is whatever ``std::partial_sort`` / ``std::nth_element`` leave (repeatable for one input and build here, but
+no rule such as "lower id first": the top 10 of 1,000 equal scores are columns 8, 9, 4, 7, ... with torch 2.13 on a
+CPU); CUDA's radix selection is a different algorithm again (not checked here: this project's machines have no GPU).
+So RecBole's tie behaviour cannot be stated as a policy; :func:`topk_ranks` reproduces it by running the same
+``torch.topk`` on the same columns (``make fidelity`` compares it with RecBole's own collector on the CPU). For
+scores without ties all of these coincide; with ties, ``"average"`` is what RecBole gives in expectation when the
+target's place among its ties has nothing to do with it being the target, which is why it is the default.
 
-Memory. Gowalla has 1,280,969 items: one evaluation batch of 4096 sequences would need a
-``4096 × 1.28 M`` float32 score matrix, 21 GB. We never build it. A model that exposes
-``encode(item_seq, lengths) -> (B, d)`` and ``item_table() -> (num_items + 1, d)`` is scored
-against ``item_chunk`` items at a time, and only a per-row counter of "items strictly above the target"
-survives each chunk (with ``with_ties``, also a counter of items scoring exactly like the target; two items
-with identical vectors may still score a rounding apart when they fall in different chunks, so exact ties are
-only guaranteed for the full-row ``score_all`` path and for exactly representable scores). Any other model is scored through ``score_all`` on as many rows at a time as fit a
-memory budget. Both paths give exactly the ranks of the one-shot computation (tests/test_metrics.py).
+Memory. Gowalla has 1,280,969 items: one evaluation batch of 4096 sequences would need a ``4096 × 1.28 M`` float32
+score matrix, 21 GB. We never build it. A model that exposes ``encode(item_seq, lengths) -> (B, d)`` and
+``item_table() -> (num_items + 1, d)`` is scored against ``item_chunk`` items at a time, and only a per-row counter
+of "items strictly above the target" survives each chunk (with ``with_ties``, also a counter of items scoring
+exactly like the target; two items with identical vectors may still score a rounding apart when they fall in
+different chunks, so exact ties are only guaranteed for the full-row ``score_all`` path and for exactly
+representable scores). Any other model is scored through ``score_all`` on as many rows at a time as fit a memory
+budget. Both paths give exactly the ranks of the one-shot computation (tests/test_metrics.py).
 """
 from __future__ import annotations
 

@@ -481,7 +481,7 @@ def _split_comment(line: str):
 def _scan(line: str, depth: int = 0):
     """Bracket depth after each character of a code line (strings skipped): list of (char, depth after)."""
     out, quote, escaped = [], None, False
-    for i, ch in enumerate(line):
+    for ch in line:
         if quote:
             if escaped:
                 escaped = False
@@ -710,7 +710,7 @@ def plot_dual_blocks(blocks: DualBlocks, show_terms: int = 4):
     top = [fig.add_subplot(grid[0, 0:3]), fig.add_subplot(grid[0, 4:6]), fig.add_subplot(grid[0, 7:9])]
     name = "M = tril(E ⊙ (QKᵀ + 1))" if blocks.bias else "M = E ⊙ tril(QKᵀ)"
     panel(top[0], blocks.M, f"{name}\n(b × b, zero above the diagonal)", vmax_m)
-    panel(top[1], blocks.G, f"G (b × f)\nrow j = g_j", float(blocks.G.abs().max()) or 1.0)
+    panel(top[1], blocks.G, "G (b × f)\nrow j = g_j", float(blocks.G.abs().max()) or 1.0)
     panel(top[2], blocks.product, "M G = correction\nrow i: Σ_{j≤i} M_ij g_j", vmax_p)
     fig.text(0.335, 0.74, "@", fontsize=16, ha="center")
     fig.text(0.60, 0.74, "=", fontsize=16, ha="center")

@@ -1,4 +1,5 @@
-"""BERT4Rec (Sun et al., 2019): a bidirectional transformer trained by Cloze (masked-item) prediction, as in RecBole 1.2.
+"""BERT4Rec (Sun et al., 2019): a bidirectional transformer trained by Cloze (masked-item) prediction, as in
+RecBole 1.2.
 
 Training (:meth:`BERT4Rec.calculate_loss`): hide some items of the history behind a ``[mask]`` token and
 predict them from both sides::
@@ -141,7 +142,9 @@ class BERT4Rec(ItemScoringModel):
         return masked if bool(masked.any()) else last
 
     def calculate_loss(self, item_seq: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cloze loss: mean cross-entropy over all items at the masked positions. (batch, seq), (batch,), (batch,) → ()."""
+        """Cloze loss: mean cross-entropy over all items at the masked positions.
+
+        ``item_seq`` (batch, seq), ``lengths`` (batch,), ``targets`` (batch,) → a scalar."""
         check_batch(item_seq, lengths, self.num_items, self.max_len)
         if self.cfg.cloze_append_target:
             item_seq, lengths = append_token(item_seq, lengths, targets, self.max_len, always_drop_oldest=False)

@@ -198,7 +198,8 @@ def _check_calls(code: str) -> List[Tuple[str, str, str, bool]]:
     for node in ast.walk(tree):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.startswith("check_")
                 and node.args and isinstance(node.args[0], ast.Name)):
-            calls.append((node.func.id, node.args[0].id, ast.get_source_segment(code, node) or "", id(node) in asserted))
+            calls.append((node.func.id, node.args[0].id, ast.get_source_segment(code, node) or "",
+                          id(node) in asserted))
     calls.sort(key=lambda c: not c[3])   # calls under `assert` first: those are the reference answer's own
     return calls
 
@@ -1095,8 +1096,8 @@ def grade_submission(path: Path, book_dir: Optional[Path] = None, limits: Option
         elif kind == "check":
             where = f"while checking {event['label']}"
         elif kind == "verdict" and (event["label"], event["check"]) not in verdicts:
-            verdicts[event["label"], event["check"]] = ExerciseVerdict(event["label"], event["check"], bool(event["passed"]),
-                                                       str(event["message"]))
+            verdicts[event["label"], event["check"]] = ExerciseVerdict(event["label"], event["check"],
+                                                                       bool(event["passed"]), str(event["message"]))
         elif kind == "done":
             done = True
     if forged:

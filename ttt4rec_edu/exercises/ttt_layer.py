@@ -200,7 +200,9 @@ def check_online_ttt_linear(fn: Callable[..., Tuple[torch.Tensor, torch.Tensor]]
         ok_Z, ok_W = _same(got_Z, exp_Z, 1e-9), _same(got_W, exp_W, 1e-9)
         if ok_Z and ok_W:
             continue
-        variant = lambda **kw: _online_linear_reference(W0, Q, K, V, eta, **kw)  # noqa: E731
+
+        def variant(W0=W0, Q=Q, K=K, V=V, eta=eta, **kw):   # this case's inputs, one of the usual mistakes
+            return _online_linear_reference(W0, Q, K, V, eta, **kw)
         sign_flip = _online_linear_reference(W0, Q, K, V, -eta)
         transposed_W, rows = W0, []
         for t in range(L):
@@ -406,8 +408,10 @@ def _ttt_linear_library(q, k, v, eta, tau, W, c, gamma, beta, b):
     f = q.shape[1]
     layer = TTTLayer(f, 1, inner="linear", mini_batch_size=b).to(q.dtype)
     with torch.no_grad():
-        layer.W1.copy_(W[None]); layer.b1.copy_(c[None])
-        layer.inner_ln_weight.copy_(gamma[None]); layer.inner_ln_bias.copy_(beta[None])
+        layer.W1.copy_(W[None])
+        layer.b1.copy_(c[None])
+        layer.inner_ln_weight.copy_(gamma[None])
+        layer.inner_ln_bias.copy_(beta[None])
         out, _ = layer.dual(q[None, None], k[None, None], v[None, None], eta[None, None], tau)
     return out[0, 0]
 
