@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ttt4rec_edu.baselines import BASELINES, PopularityRecommender
-from ttt4rec_edu.models import ParameterCount, available_models, build_model, check_batch, parameter_summary
+from ttt4rec_edu.models import (ParameterCount, available_models, build_model, check_batch, model_config_class,
+                                parameter_summary)
 
 NUM_ITEMS, MAX_LEN = 20, 8
 MODELS = available_models()
@@ -24,6 +25,22 @@ def batch(b=3, width=MAX_LEN):
     lengths = torch.tensor([width, 5, 1][:b])
     item_seq[torch.arange(width)[None, :] >= lengths[:, None]] = 0
     return item_seq, lengths
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_model_registers_the_config_class_its_options_fill(name):
+    """The command line reads an option's type from this class: it must be the class of the built model's config."""
+    model, config_class = make(name), model_config_class(name)
+    if name == "pop":
+        assert config_class is None
+        return
+    built = getattr(model, "config", None) or model.cfg
+    assert type(built) is config_class
+
+
+def test_an_unknown_model_has_no_config_class():
+    with pytest.raises(KeyError, match="unknown model 'nope'"):
+        model_config_class("nope")
 
 
 def test_pop_is_a_baseline_module_but_not_one_of_the_papers_five():

@@ -373,41 +373,23 @@ def _accepts(value, hint) -> bool:
     return True
 
 
-def _model_config(name: str, max_len: int):
-    """The config dataclass *instance* of a default ``name`` model (``.config`` or ``.cfg``), or ``None``.
-
-    The registry has no hook naming a model's config class, so a tiny default model (2 items) is built once and
-    asked; the random number generators are left as they were (the real model's weights must not change)."""
-    import torch
-
-    from .models import build_model
-
-    try:
-        with torch.random.fork_rng(devices=[]):
-            model = build_model(name, 2, max_len)
-    except Exception:  # noqa: BLE001 - no default model, no check: the real build reports its own problem
-        return None
-    for attr in ("config", "cfg"):
-        config = getattr(model, attr, None)
-        if dataclasses.is_dataclass(config) and not isinstance(config, type):
-            return config
-    return None
-
-
-def _check_model_arg_types(name: str, max_len: int, overrides: Dict[str, Any]) -> None:
+def _check_model_arg_types(name: str, overrides: Dict[str, Any]) -> None:
     """One line naming the option, its value and the type the model's config expects, for a ``--model-arg`` of the
-    wrong type (``hidden_size=abc``), before the model's own code fails on it with a message about ``<``."""
-    config = _model_config(name, max_len) if overrides else None
+    wrong type (``hidden_size=abc``), before the model's own code fails on it with a message about ``<``. The types
+    and defaults are the fields of the config dataclass the model registered (``models.model_config_class``)."""
+    from .models import model_config_class
+
+    config = model_config_class(name) if overrides else None
     if config is None:
         return
     try:
-        hints = typing.get_type_hints(type(config))
+        hints = typing.get_type_hints(config)
     except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the defaults' types
         hints = {}
     for field in dataclasses.fields(config):
-        if field.name not in overrides:
+        if field.name not in overrides or field.default is dataclasses.MISSING:
             continue
-        value, default = overrides[field.name], getattr(config, field.name)
+        value, default = overrides[field.name], field.default
         hint = hints.get(field.name, type(default))
         if not _accepts(value, hint):
             expected = getattr(hint, "__name__", str(hint).replace("typing.", ""))
@@ -598,7 +580,7 @@ def _train(args, context) -> int:
     is_main = context is None or context.is_main
     config = _train_config(args, device, is_main)
     overrides = _model_overrides(args)
-    _check_model_arg_types(args.model, args.max_len or 50, overrides)
+    _check_model_arg_types(args.model, overrides)
     out_dir = Path(args.out) if args.out else Path("runs") / f"{args.model}-{Path(args.data).stem}"
     _claim_out_dir(out_dir, args.resume, args.overwrite)
     created = _first_missing(out_dir)
@@ -627,7 +609,7 @@ def _train(args, context) -> int:
 def cmd_model_summary(args) -> int:
     overrides = _model_overrides(args)
     _check_model_name(args.model)
-    _check_model_arg_types(args.model, args.max_len, overrides)
+    _check_model_arg_types(args.model, overrides)
     from .models import parameter_summary
 
     model = _build_model(args.model, args.num_items, args.max_len, overrides)

@@ -39,6 +39,7 @@ from torch import nn
 
 ModelFactory = Callable[..., nn.Module]
 _REGISTRY: Dict[str, ModelFactory] = {}
+_CONFIGS: Dict[str, Optional[type]] = {}   # name -> the dataclass its ``overrides`` fill (None: takes none)
 
 # Modules that register models when imported. Imported lazily so that `import ttt4rec_edu.models`
 # stays cheap and a broken optional model cannot break the others' import.
@@ -111,16 +112,27 @@ class ItemScoringModel(nn.Module):
         return self.score_all(item_seq, lengths)
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: ``@register_model("sasrec")`` on a factory ``f(num_items, max_len, **overrides)``."""
+def register_model(name: str, config: Optional[type] = None) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: ``@register_model("sasrec", config=SASRecConfig)`` on a factory ``f(num_items, max_len,
+    **overrides)``; ``config`` is the dataclass the overrides fill (its fields are the model's options, with their
+    types and defaults), ``None`` for a model without options."""
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if name in _REGISTRY and _REGISTRY[name] is not factory:
             raise ValueError(f"model name {name!r} is registered twice")
         _REGISTRY[name] = factory
+        _CONFIGS[name] = config
         return factory
 
     return decorator
+
+
+def model_config_class(name: str) -> Optional[type]:
+    """The config dataclass whose fields are model ``name``'s options (``None`` when it takes none)."""
+    _load_providers()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    return _CONFIGS.get(name)   # a factory put into the registry by hand (tests) declares none
 
 
 def _load_providers() -> None:

@@ -249,7 +249,7 @@ class TTT4Rec(ItemScoringModel):
         return self.item_embedding.weight
 
 
-@register_model("ttt4rec")
+@register_model("ttt4rec", config=TTT4RecConfig)
 def _build_ttt4rec(num_items: int, max_len: int, **overrides) -> TTT4Rec:
     known = {f.name for f in fields(TTT4RecConfig)} - {"num_items", "max_len"}
     unknown = sorted(set(overrides) - known)

@@ -159,6 +159,6 @@ class BERT4Rec(ItemScoringModel):
         return chunked_cross_entropy(query, self.item_table(), item_seq[masked], chunk=chunk)
 
 
-@register_model("bert4rec")
+@register_model("bert4rec", config=BERT4RecConfig)
 def build_bert4rec(num_items: int, max_len: int, **overrides) -> BERT4Rec:
     return BERT4Rec(num_items, max_len, BERT4RecConfig(**overrides))

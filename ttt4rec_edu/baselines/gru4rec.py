@@ -62,6 +62,6 @@ class GRU4Rec(ItemScoringModel):
 
 
 
-@register_model("gru4rec")
+@register_model("gru4rec", config=GRU4RecConfig)
 def build_gru4rec(num_items: int, max_len: int, **overrides) -> GRU4Rec:
     return GRU4Rec(num_items, max_len, GRU4RecConfig(**overrides))

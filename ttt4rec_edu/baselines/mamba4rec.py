@@ -339,6 +339,6 @@ class Mamba4Rec(ItemScoringModel):
 
 
 
-@register_model("mamba4rec")
+@register_model("mamba4rec", config=Mamba4RecConfig)
 def build_mamba4rec(num_items: int, max_len: int, **overrides) -> Mamba4Rec:
     return Mamba4Rec(num_items, max_len, Mamba4RecConfig(**overrides))

@@ -78,6 +78,6 @@ class NARM(ItemScoringModel):
 
 
 
-@register_model("narm")
+@register_model("narm", config=NARMConfig)
 def build_narm(num_items: int, max_len: int, **overrides) -> NARM:
     return NARM(num_items, max_len, NARMConfig(**overrides))

@@ -167,6 +167,6 @@ class SASRec(ItemScoringModel):
 
 
 
-@register_model("sasrec")
+@register_model("sasrec", config=SASRecConfig)
 def build_sasrec(num_items: int, max_len: int, **overrides) -> SASRec:
     return SASRec(num_items, max_len, SASRecConfig(**overrides))
