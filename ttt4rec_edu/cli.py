@@ -531,7 +531,7 @@ def _claim_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
             raise CliError(f"--out {out_dir} holds files that are not a training run's ({_shown(others)}); "
                            "--overwrite deletes only a run's own files: choose a new --out")
         for name in names:
-            (out_dir / name).unlink()
+            (out_dir / name).unlink(missing_ok=True)  # under torchrun every rank clears the same folder
         return
     if CHECKPOINT_NAME in names:
         finished = " finished" if METRICS_NAME in names else ""
@@ -607,11 +607,11 @@ def _train(args, context) -> int:
 
 
 def cmd_model_summary(args) -> int:
+    from .models import parameter_summary
+
     overrides = _model_overrides(args)
     _check_model_name(args.model)
     _check_model_arg_types(args.model, overrides)
-    from .models import parameter_summary
-
     model = _build_model(args.model, args.num_items, args.max_len, overrides)
     summary = parameter_summary(model)  # depth 1: the model's top-level submodules, shared tensors counted once
     if args.json:
