@@ -27,7 +27,7 @@ One module per part of the book (``_toc.yml``), each check beside what it checks
 - ``ttt4rec_edu.exercises.model_and_baselines``  chapters 6–8 (the model, W_t, the baselines)
 - ``ttt4rec_edu.exercises.experiments``          chapters 9–11 (CPU runs, the paper's rerun, when TTT helps)
 - ``ttt4rec_edu.exercises.instructor``           the instructor tools (index, export, grade); not imported here:
-                                                 ``python -m ttt4rec_edu.exercises {index,export,grade}`` runs them
+                                                 ``python -m ttt4rec_edu instructor {index,export,grade}`` runs them
 
 Every check and what it expects (each check's docstring has the details: cases, tolerance, reference):
 
