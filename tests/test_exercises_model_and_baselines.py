@@ -34,7 +34,7 @@ def test_block_params_formula_and_counting_pass(capsys):
 
 
 def test_released_block_size_is_the_documented_number():
-    assert formula(64, 4, 256, 8) == 67_276  # ttt4rec_edu/model.py docstring
+    assert formula(64, 4, 256, 8) == 67_276  # ttt4rec_edu/ttt4rec.py docstring
 
 
 @pytest.mark.parametrize("mistake, words", [

@@ -27,7 +27,7 @@ from ._core import (ExerciseResult, _as_tensor, _call, _fail, _float64_gen, _max
 # ----------------------------------------------------------------------------------------------------------
 
 def _ttt_linear_block_pieces(C: int, nh: int, ffn_size: int, b: int) -> dict:
-    """The parameter count of a TTT-Linear Transformer-backbone block, piece by piece (see ttt4rec_edu.model)."""
+    """The parameter count of a TTT-Linear Transformer-backbone block, piece by piece (see ttt4rec_edu.ttt4rec)."""
     f = C // nh
     return {
         "views θ_Q, θ_K, θ_V": 3 * C * C,
