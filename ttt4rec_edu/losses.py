@@ -20,7 +20,7 @@ default). The official TTT4Rec code (RecBole's ``CE`` loss) takes the softmax ov
 item 0 included (``"all"``): padding is then one extra negative that is never a target, and the loss is a little
 larger (the padding logit adds to the log-sum-exp). Both functions take ``include_padding=True`` for it. Measured
 on Amazon Beauty (TTT4Rec, split 3:2:5, six epochs at batch 256, seeds 0-2, CPU), the choice does not change the
-trained model: test NDCG@10 is 0.0336 ± 0.0006 either way, and per seed the metrics differ by at most 0.0002
+trained model: test NDCG@10 is 0.0336 ± 0.0006 either way, and per seed the metrics differ by at most 0.0003
 (book chapter 1, section 1.7; runs in ``book/results/loss_ab``).
 """
 from __future__ import annotations
