@@ -74,12 +74,14 @@ commands:
   train           train a model and write OUT/metrics.json (data-parallel under torchrun)
   reproduce       rerun the paper's Tables 2-4 (or the CPU-scale 'beauty' table) beside the paper's numbers
   model-summary   parameter counts of a model, per submodule
+  instructor      the exercise index of the instructor guide, student notebooks, grading
 
 examples:
   python -m ttt4rec_edu data stats --data amazon-beauty
   python -m ttt4rec_edu train --model pop --data amazon-beauty --out runs/pop
   python -m ttt4rec_edu reproduce --table 2 --device cuda --out results/
   python -m ttt4rec_edu model-summary --model ttt4rec
+  python -m ttt4rec_edu instructor export --chapter 3 --out handout/
 """
 
 
