@@ -29,7 +29,12 @@ from typing import Any, Dict, List, Optional
 
 from .experiments import (TABLES, ExperimentError, RunSettings, collect_results, format_summary, paper_row,
                           run_dir, run_experiments, select, summarize, table_experiments, write_reports)
+from .backbones import BACKBONES
+from .data.filtering import DEFAULT_TIMESTAMPS, TIMESTAMP_MODES
+from .losses import LOSS_COLUMNS
+from .metrics import TIE_POLICIES
 from .train import CHECKPOINT_NAME, METRICS_NAME, RANKS_NAME, TrainConfig, TrainConfigError
+from .ttt import INNER_MODELS
 
 EXIT_USAGE = 2
 
@@ -173,11 +178,11 @@ def add_loss_chunk_option(group) -> None:
 def add_protocol_options(group, timestamps: bool = True, ties: bool = True) -> None:
     """``--timestamps`` and ``--ties``: the evaluation protocol's two RecBole details (see the data chapter)."""
     if timestamps:
-        group.add_argument("--timestamps", choices=("recbole", "exact"), default="recbole",
+        group.add_argument("--timestamps", choices=TIMESTAMP_MODES, default=DEFAULT_TIMESTAMPS,
                            help="sort each user's interactions by float32 times as RecBole does (recbole, the "
                                 "default) or by the exact float64 values (exact)")
     if ties:
-        group.add_argument("--ties", choices=("average", "optimistic", "pessimistic"), default=_TRAINER.ties,
+        group.add_argument("--ties", choices=sorted(TIE_POLICIES), default=_TRAINER.ties,
                            help="items scoring exactly like the target: expected HR/NDCG over random tie "
                                 "orders (average, the default), target first (optimistic) or last")
 
@@ -240,9 +245,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, metavar="NAME", help="a registered model (see model-summary)")
-    g.add_argument("--backbone", choices=("transformer", "mamba"), default=None,
+    g.add_argument("--backbone", choices=tuple(BACKBONES), default=None,
                    help="TTT4Rec backbone (passed to the model only when given)")
-    g.add_argument("--inner", choices=("linear", "mlp"), default=None,
+    g.add_argument("--inner", choices=INNER_MODELS, default=None,
                    help="TTT4Rec inner model (passed to the model only when given)")
     g.add_argument("--adapt", type=_on_off, default=None, metavar="on|off",
                    help="TTT4Rec: off = no inner step in training *or* at test (W_t = W0), the control "
@@ -295,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="off: switch test-time adaptation off during evaluation (models that support it)")
     add_loss_chunk_option(g)
     add_protocol_options(g, timestamps=False)
-    g.add_argument("--loss-columns", choices=("items", "all"), default=d.loss_columns,
+    g.add_argument("--loss-columns", choices=LOSS_COLUMNS, default=d.loss_columns,
                    help="softmax over the items 1..N (default) or over all N + 1 columns, padding included, "
                         "as the official TTT4Rec code")
     g.add_argument("--out", default=None, metavar="DIR", help="output folder (default runs/MODEL-DATA)")
@@ -400,9 +405,9 @@ def _check_model_arg_types(name: str, overrides: Dict[str, Any]) -> None:
 
 
 def _build_model(name: str, num_items: int, max_len: int, overrides: Dict[str, Any]):
+    """The registered model ``name`` (its commands checked the name first, with ``_check_model_name``)."""
     from .models import build_model
 
-    _check_model_name(name)
     try:
         return build_model(name, num_items, max_len, **overrides)
     except TypeError as err:  # an option the model's factory does not take
@@ -479,15 +484,12 @@ def cmd_train(args) -> int:
     return code
 
 
-_OPTION_OF_FIELD = {"ties": "--ties", "loss_columns": "--loss-columns"}
-
-
 def _checked(config: TrainConfig) -> TrainConfig:
     """``config`` after :meth:`TrainConfig.validate` (the one check), its problems told by option name."""
     try:
         config.validate()
     except TrainConfigError as err:
-        raise CliError("; ".join(_OPTION_OF_FIELD.get(field, "--" + field.replace("_", "-")) + message[len(field):]
+        raise CliError("; ".join("--" + field.replace("_", "-") + message[len(field):]
                                  for field, message in err.problems)) from None
     return config
 

@@ -30,6 +30,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import pandas as pd
 
 from .baselines import BASELINES
+from .data.filtering import DEFAULT_TIMESTAMPS
 from .train import TrainConfig
 
 METRICS = ("hr@10", "hr@50", "ndcg@10", "ndcg@50")
@@ -218,7 +219,7 @@ class RunSettings:
     cache_dir: Optional[str] = None
     offline: bool = False
     progress: bool = False                  # quiet by default (the trainer's own default is True)
-    timestamps: str = "recbole"             # RecBole's float32 times, or "exact" (ttt4rec_edu.data.filtering)
+    timestamps: str = DEFAULT_TIMESTAMPS    # RecBole's float32 times, or "exact" (ttt4rec_edu.data.filtering)
     ties: str = _TRAINER.ties               # tied scores in HR/NDCG (ttt4rec_edu.metrics)
 
     RESULT_SHAPING = ("epochs", "patience", "batch_size", "max_train_batches", "max_users", "data_source",

@@ -74,10 +74,6 @@ class ModelCapabilityError(TrainError):
     """The configuration asks for something the model does not support (e.g. ``adapt_at_test=False``)."""
 
 
-class OutputDirInUseError(OutputDirError):
-    """The output folder holds another run's files that a new run would overwrite or mix with."""
-
-
 class TrainConfigError(ValueError):
     """Invalid :class:`TrainConfig` values. ``problems`` lists ``(field, message)`` pairs, each message starting
     with the field's name, so the command line can name its own option instead."""
