@@ -33,8 +33,9 @@ from .backbones import BACKBONES
 from .data.filtering import DEFAULT_TIMESTAMPS, TIMESTAMP_MODES
 from .losses import LOSS_COLUMNS
 from .metrics import TIE_POLICIES
-from .train import CHECKPOINT_NAME, METRICS_NAME, RANKS_NAME, TrainConfig, TrainConfigError
+from .train import CHECKPOINT_NAME, METRICS_NAME, RANKS_NAME, WRITE_PROBE_PREFIX, TrainConfig, TrainConfigError
 from .ttt import INNER_MODELS
+from .utils import is_atomic_leftover
 
 EXIT_USAGE = 2
 
@@ -508,7 +509,7 @@ _RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, RANKS_NAME)
 
 
 def _is_run_file(name: str) -> bool:
-    return name in _RUN_FILES or any(name.startswith(f".{f}.") and name.endswith(".tmp") for f in _RUN_FILES)
+    return name in _RUN_FILES or any(is_atomic_leftover(name, f) for f in _RUN_FILES)
 
 
 def _shown(names: List[str], limit: int = 4) -> str:
@@ -524,7 +525,7 @@ def _claim_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
     """
     try:
         # another rank's writability probe (train._check_out_dir) is not a file of a run
-        names = sorted(n for n in os.listdir(out_dir) if not n.startswith(".write-test-"))
+        names = sorted(n for n in os.listdir(out_dir) if not n.startswith(WRITE_PROBE_PREFIX))
     except (FileNotFoundError, NotADirectoryError):
         return  # missing, or under a file: the writability check says so
     if not names or (resume and CHECKPOINT_NAME in names):

@@ -166,11 +166,15 @@ LEGACY_CONFIG = {"ties": "optimistic", "loss_columns": "items"}
 # --------------------------------------------------------------------------------------------- helpers
 
 
+# The name of the file _check_out_dir writes to prove a folder writable (another rank's may be there for a moment).
+WRITE_PROBE_PREFIX = ".write-test-"
+
+
 def _check_out_dir(out_dir: Path) -> None:
     """Create ``out_dir`` and prove a file can be written there, or raise :class:`OutputDirError`."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-", delete=True) as fh:
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=WRITE_PROBE_PREFIX, delete=True) as fh:
             fh.write(b"ok")
             fh.flush()
     except OSError as err:

@@ -6,7 +6,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,12 +45,23 @@ def quick_mode() -> bool:
     return value.strip().lower() not in {"0", "false", "no", "off"}
 
 
+def _temp_beside(path: Path) -> Tuple[int, str]:
+    """``(fd, name)`` of a new temporary file in ``path``'s folder for an atomic write of ``path``, named
+    ``.<file name>.<random>.tmp`` (what :func:`is_atomic_leftover` recognises)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def is_atomic_leftover(file_name: str, target: str) -> bool:
+    """Whether ``file_name`` is the temporary file an atomic write of ``target`` leaves when killed mid-write."""
+    return file_name.startswith(f".{target}.") and file_name.endswith(".tmp")
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename,
     so a crash never leaves a half-written file and an existing file is replaced only when complete."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -74,8 +85,7 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` through a temporary file + rename (a killed run never corrupts the last checkpoint)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)
