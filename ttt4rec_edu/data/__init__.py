@@ -10,7 +10,8 @@ Modules, from the bottom up:
   folders, checked resumable download);
 - ``registry``: the table of datasets, ``ensure_dataset_file`` (by name), ``load_dataset`` and
   ``load_data_source`` (the command line's ``--data``);
-- ``stats``: ``dataset_stats``; ``synthetic``: the interest-drift generator ``make_drift_data``.
+- ``stats``: ``dataset_stats``, ``repeat_stats`` (repeat consumption);
+- ``synthetic``: the interest-drift generator ``make_drift_data``.
 """
 from .errors import (BadValueError, ChecksumError, CompressedFileError, DataError, DownloadError, EmptyFileError,
                      EncodingError, FileFormatError, FilteredOutError, MissingFileError, UnknownDatasetError)
@@ -22,7 +23,7 @@ from .filtering import (DEFAULT_TIMESTAMPS, TIMESTAMP_MODES, filter_interactions
 from .dataset_info import DatasetInfo
 from .download import default_cache_dir, download_file, find_or_download, sha256_of
 from .registry import DATASETS, ensure_dataset_file, get_dataset_info, load_data_source, load_dataset
-from .stats import dataset_stats
+from .stats import dataset_stats, repeat_stats
 from .synthetic import make_drift_data
 
 __all__ = ["LEAVE_ONE_OUT", "SampleSet", "SequenceData", "Splits", "build_splits", "parse_split",
@@ -34,4 +35,4 @@ __all__ = ["LEAVE_ONE_OUT", "SampleSet", "SequenceData", "Splits", "build_splits
            "sort_times",
            "default_cache_dir", "download_file", "ensure_dataset_file", "find_or_download", "sha256_of",
            "DATASETS", "DatasetInfo", "get_dataset_info", "load_data_source", "load_dataset",
-           "dataset_stats", "make_drift_data"]
+           "dataset_stats", "repeat_stats", "make_drift_data"]
