@@ -143,6 +143,9 @@ class TrainConfig:
         allowed = {f"{m}@{k}" for m in ("hr", "ndcg") for k in self.ks}
         if self.valid_metric not in allowed:
             bad("valid_metric", f"one of {sorted(allowed)}", repr(self.valid_metric))
+        device_problem = check_device(self.device)
+        if device_problem:
+            problems.append(("device", f"device {device_problem}"))
         if problems:
             raise TrainConfigError(problems)
 
@@ -151,6 +154,23 @@ class TrainConfig:
         d["ks"] = list(self.ks)
         d["device"] = str(self.device)  # a resolved torch.device is recorded by its name, e.g. "cpu", "cuda:0"
         return d
+
+
+def check_device(device: Union[str, torch.device]) -> Optional[str]:
+    """What is wrong with ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ...) on this machine, or
+    ``None``: an unknown name, or a ``cuda:N`` beyond the GPUs torch sees (``cuda:1`` on a one-GPU machine would
+    otherwise fail only when the first tensor moves). Whether CUDA exists at all is ``resolve_device``'s check."""
+    if str(device) == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"must be auto, cpu, cuda or cuda:N, got {device}"
+    if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if dev.index >= count:
+            return f"must be cuda:0 ... cuda:{count - 1} (torch sees {count} CUDA GPU(s) here), got {dev}"
+    return None
 
 
 # Settings that may differ between a run and its resumption without changing what is computed up to the
@@ -355,6 +375,8 @@ def train_epoch(model: nn.Module, sample_set, optimizer: torch.optim.Optimizer, 
     finally:
         if bar is not None:
             bar.close()
+    if device.type == "cuda":  # the last steps' kernels may still be queued: the epoch ends when they are done
+        torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start_time
     return {"loss": total_loss / max(seen, 1), "samples": seen, "time_s": elapsed,
             "samples_per_s": seen / max(elapsed, 1e-9)}
@@ -384,7 +406,9 @@ def _evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: t
     options = dict(batch_size=config.eval_batch_size, device=device, item_chunk=config.item_chunk,
                    memory_budget=config.eval_memory_budget, desc=desc, with_ties=True)
     try:
-        with _autocast(device, config.bf16):
+        # autocast off on every device, also inside a caller's autocast: with --bf16 only the training steps run in
+        # bfloat16, so early stopping and the reported metrics do not depend on it (bf16 scores round into ties)
+        with torch.autocast(device_type=device.type, enabled=False):
             if dist is not None:  # every rank ranks its contiguous shard; ranks and ties are all-gathered
                 total = len(sample_set)
                 shard = torch.tensor_split(torch.arange(total), dist.world_size)[dist.rank]
@@ -585,5 +609,5 @@ def _json_safe(obj):
 
 
 __all__ = ["TrainConfig", "TrainConfigError", "TrainError", "OutputDirError", "ResumeError", "NonFiniteLossError",
-           "ModelCapabilityError", "train", "train_epoch", "batch_loss", "CHECKPOINT_NAME", "METRICS_NAME",
-           "RANKS_NAME"]
+           "ModelCapabilityError", "check_device", "train", "train_epoch", "batch_loss", "CHECKPOINT_NAME",
+           "METRICS_NAME", "RANKS_NAME"]
