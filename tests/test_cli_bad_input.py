@@ -134,12 +134,12 @@ def test_model_args_of_the_wrong_type_name_option_value_and_type(tiny_csv, tmp_p
                         "--model-arg", "num_heads=2", "--model-arg", "norm=layer", "--json"], capsys)
     assert code == 0, err
     # reading the config's types leaves the random numbers alone (same initial weights)
-    from ttt4rec_edu.cli import _check_model_arg_types
+    from ttt4rec_edu.cli import check_model_arg_types
 
     torch.manual_seed(11)
     expected = torch.rand(3)
     torch.manual_seed(11)
-    _check_model_arg_types("gru4rec", {"hidden_size": 16})
+    check_model_arg_types("gru4rec", {"hidden_size": 16})
     assert torch.equal(torch.rand(3), expected)
 
 

@@ -13,7 +13,7 @@ import pytest
 import ttt4rec_edu
 
 PACKAGE = Path(ttt4rec_edu.__file__).resolve().parent
-ENTRY_POINTS = {"ttt4rec_edu.__main__", "ttt4rec_edu.cli", "ttt4rec_edu.exercises.__main__"}
+_ENTRY_POINTS = {"ttt4rec_edu.__main__", "ttt4rec_edu.cli", "ttt4rec_edu.exercises.__main__"}
 
 
 def _module_name(path: Path) -> str:
@@ -22,6 +22,8 @@ def _module_name(path: Path) -> str:
 
 
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+# the command line: __main__ files and the cli package with its modules (one per command family)
+ENTRY_POINTS = _ENTRY_POINTS | {name for name in MODULES if name.startswith("ttt4rec_edu.cli.")}
 
 
 def _imported_modules(name: str) -> set:

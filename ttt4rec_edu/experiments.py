@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +30,9 @@ import pandas as pd
 
 from .baselines import BASELINES
 from .data.filtering import DEFAULT_TIMESTAMPS
-from .train import TrainConfig
+from .recipes import recipe_of
+from .runner import RECORD_NAME, is_finished
+from .train import METRICS_NAME, TrainConfig
 
 METRICS = ("hr@10", "hr@50", "ndcg@10", "ndcg@50")
 TABLES = ("2", "3", "4", "beauty")
@@ -311,10 +312,8 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
     with other result-shaping settings (epochs, patience, batch_size, max_train_batches, max_users, data_source) is an
     error rather than silently mixed into the table: use another ``out`` folder.
     """
-    from .data import build_splits, dataset_stats
-    from .models import build_model
-    from .train import train
-    from .utils import atomic_write_json, set_seed
+    from .data import build_splits
+    from .runner import run_one, run_state
 
     settings = dataclasses.replace(settings or RunSettings(), **options)
     out = Path(out)
@@ -327,40 +326,33 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
             if (exp.run_key, seed) in done:
                 continue
             done.add((exp.run_key, seed))
-            if (target / "metrics.json").exists() and (target / "experiment.json").exists():
-                recorded = json.loads((target / "experiment.json").read_text()).get("settings", {})
+            if is_finished(target):
+                recorded = json.loads((target / RECORD_NAME).read_text()).get("settings", {})
                 recorded = RunSettings.recorded_shaping(recorded)
                 note = _reuse_note(exp, target, recorded, settings, equivalent_orders)
                 log(f"skip (finished): {exp.run_key} seed {seed}{note}")
                 continue
             key = (exp.dataset, exp.split)
-            if key not in cache:
-                data, max_len = _load_cell_data(exp, settings)
-                cache[key] = (data, build_splits(data, max_len, exp.split))
-            data, splits = cache[key]
-            resume = (target / "checkpoint.pt").exists()
+
+            def load(exp=exp, key=key):
+                if key not in cache:
+                    data, max_len = _load_cell_data(exp, settings)
+                    cache[key] = (data, build_splits(data, max_len, exp.split))
+                return cache[key]
+
+            resume = run_state(target) == "resumable"
             log(f"{'resume' if resume else 'run'}: {exp.run_key} seed {seed}")
-            set_seed(seed)  # the initial weights depend on the seed too
-            overrides = exp.model_overrides()
-            model = build_model(exp.model, splits.num_items, splits.max_len, **overrides)
-            config = settings.train_config(seed, exp.adapt_at_test)
-            run_info = {"model": exp.model, "model_options": overrides, "experiment": exp.run_key,
-                        "data": settings.data_source or exp.dataset, "data_name": data.name,
-                        "max_len": splits.max_len, "split": exp.split}
-            started = time.time()
-            train(model, splits, config, out_dir=target, resume=resume, data_stats=dataset_stats(data),
-                  run_info=run_info)
-            # experiment.json last: its presence beside metrics.json marks the run as finished and complete
-            atomic_write_json(target / "experiment.json",
-                              {**asdict(exp), "run_key": exp.run_key, "seed": seed,
-                               "wall_s": time.time() - started, "settings": settings.shaping()})
+            run_one(exp.model, target, settings.train_config(seed, exp.adapt_at_test), load,
+                    model_options=exp.model_overrides(), resume=resume, claim=False,
+                    run_info={"experiment": exp.run_key, "data": settings.data_source or exp.dataset},
+                    record={**asdict(exp), "run_key": exp.run_key, "settings": settings.shaping()})
     return collect_results(out, experiments, seeds)
 
 
 RESULT_COLUMNS = ["table", "dataset", "split", "model", "backbone", "inner", "adapt_at_test", "adapt", "seed",
                   *METRICS,
                   *(f"valid_{m}" for m in METRICS), "epochs", "best_epoch", "max_epochs", "patience", "batch_size",
-                  "train_time_s", "device", "data", "timestamps", "ties", "run_key"]
+                  "train_time_s", "device", "data", "timestamps", "ties", "recipe", "run_key"]
 
 
 def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = None,
@@ -372,10 +364,10 @@ def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = Non
         base = Path(out) / "runs" / exp.run_key
         folders = [base / f"seed{s}" for s in seeds] if seeds is not None else sorted(base.glob("seed*"))
         for folder in folders:
-            if not ((folder / "metrics.json").exists() and (folder / "experiment.json").exists()):
+            if not is_finished(folder):
                 continue
-            info = json.loads((folder / "experiment.json").read_text())
-            metrics = json.loads((folder / "metrics.json").read_text())
+            info = json.loads((folder / RECORD_NAME).read_text())
+            metrics = json.loads((folder / METRICS_NAME).read_text())
             row = {"table": exp.table, "dataset": exp.dataset, "split": exp.split, "model": exp.model,
                    "backbone": exp.backbone or "", "inner": exp.inner or "", "adapt_at_test": exp.adapt_at_test,
                    "adapt": exp.adapt, "seed": int(info["seed"])}
@@ -388,7 +380,8 @@ def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = Non
                        train_time_s=metrics.get("train_time_s"), device=metrics.get("device"),
                        data=(metrics.get("run") or {}).get("data_name", exp.dataset), run_key=exp.run_key)
             recorded = RunSettings.recorded_shaping(info.get("settings", {}))   # a run without them: legacy
-            row.update(timestamps=recorded["timestamps"], ties=recorded["ties"])
+            row.update(timestamps=recorded["timestamps"], ties=recorded["ties"],
+                       recipe=info.get("recipe") or recipe_of(config, _TRAINER.to_dict()))   # older runs: inferred
             rows.append(row)
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
@@ -414,7 +407,9 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
     results["adapt"] = results["adapt"].fillna(True).astype(bool)
     # the data actually used (a replacement or a cut dataset is kept apart from the real one)
     results["data"] = results["data"].fillna(results["dataset"]) if "data" in results else results["dataset"]
-    grouped = results.groupby(SUMMARY_KEYS + ["data"], dropna=False, sort=False)
+    results = _with_recipes(results)
+    # a cell's runs of different recipes (6 epochs, early stopping) are never averaged together
+    grouped = results.groupby(SUMMARY_KEYS + ["data", "recipe"], dropna=False, sort=False)
     summary = grouped[list(metrics)].agg(["mean", "std"])
     summary.columns = [f"{m}_{stat}" for m, stat in summary.columns]
     summary["seeds"] = grouped["seed"].count()
@@ -428,6 +423,20 @@ def summarize(results: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
     return summary
 
 
+def _with_recipes(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with every row's recipe: rows of a results.csv written before runs recorded it get the recipe
+    their recorded epochs, patience and batch match (``ttt4rec_edu.recipes.recipe_of``)."""
+
+    def inferred(row) -> str:
+        recorded = {"epochs": row.get("max_epochs"), "patience": row.get("patience"),
+                    "batch_size": row.get("batch_size")}
+        return recipe_of({k: None if pd.isna(v) else int(v) for k, v in recorded.items()}, _TRAINER.to_dict())
+
+    recorded = results["recipe"] if "recipe" in results else [None] * len(results)
+    recipes = [r if isinstance(r, str) and r else inferred(row) for r, (_, row) in zip(recorded, results.iterrows())]
+    return results.assign(recipe=recipes)
+
+
 def _cell_name(row) -> str:
     name = PAPER_NAMES.get(row["model"], row["model"])
     if row["model"] == "ttt4rec":
@@ -437,6 +446,12 @@ def _cell_name(row) -> str:
         else:
             name += ")" if row["adapt_at_test"] else ", η = 0 at test)"
     return name
+
+
+def display_name(experiment: Experiment) -> str:
+    """How the tables name an experiment's model: ``SASRec``, ``TTT4Rec (transformer, mlp)``, ..."""
+    return _cell_name({"model": experiment.model, "backbone": experiment.backbone or "", "inner": experiment.inner
+                       or "", "adapt": experiment.adapt, "adapt_at_test": experiment.adapt_at_test})
 
 
 def format_summary(summary: pd.DataFrame, metrics: Sequence[str] = METRICS, markdown: bool = False) -> str:
@@ -482,10 +497,12 @@ def write_reports(out: Path, results: pd.DataFrame) -> Dict[str, Path]:
     summary.to_csv(paths["summary"], index=False)
     budgets = ""
     if not results.empty:
-        settings = results[["max_epochs", "patience", "batch_size"]].drop_duplicates().to_dict("records")
+        settings = _with_recipes(results)[["recipe", "max_epochs", "patience", "batch_size"]] \
+            .drop_duplicates().to_dict("records")
         budgets = "Training settings of these runs: " + "; ".join(
-            f"at most {s['max_epochs']} epochs, patience {s['patience']}, batch {s['batch_size']}"
-            for s in settings) + " (the paper: at most 300 epochs, patience 5, batch 2048).\n\n"
+            f"recipe {s['recipe']}: at most {s['max_epochs']} epochs, patience {s['patience']}, batch "
+            f"{s['batch_size']}" for s in settings) + " (the authors' config.yaml: at most 300 epochs, patience 5; " \
+            "the paper and the config: batch 2048).\n\n"
     paths["markdown"].write_text(
         "# Reproduction summary\n\nOurs: mean ± sample std over seeds. *paper*: the value printed in the paper "
         "(TTT4Rec, Yang et al.), copied verbatim. Δ% = 100 · (ours − paper) / paper.\n\n" + budgets
@@ -495,4 +512,5 @@ def write_reports(out: Path, results: pd.DataFrame) -> Dict[str, Path]:
 
 __all__ = ["Experiment", "ExperimentError", "RunSettings", "METRICS", "TABLES", "PAPER_NAMES", "BASELINES",
            "table_experiments", "all_experiments", "select", "paper_results", "paper_datasets", "paper_row",
-           "run_dir", "run_experiments", "collect_results", "summarize", "format_summary", "write_reports"]
+           "run_dir", "run_experiments", "collect_results", "summarize", "display_name", "format_summary",
+           "write_reports"]

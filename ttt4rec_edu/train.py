@@ -46,6 +46,7 @@ from torch import nn
 from . import losses
 from .metrics import (DEFAULT_MEMORY_BUDGET, DEFAULT_TIES, TIE_POLICIES, compute_ranks, has_embedding_hooks,
                       metrics_from_ranks)
+from .recipes import recipe_of
 from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, resolve_device, set_seed
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -153,6 +154,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["ks"] = list(self.ks)
         d["device"] = str(self.device)  # a resolved torch.device is recorded by its name, e.g. "cpu", "cuda:0"
+        d["recipe"] = recipe_of(d, d)   # read from the values (ttt4rec_edu.recipes): "official", "cpu6", "custom"
         return d
 
 
@@ -176,7 +178,7 @@ def check_device(device: Union[str, torch.device]) -> Optional[str]:
 # Settings that may differ between a run and its resumption without changing what is computed up to the
 # checkpoint: how long to go on, where to run, how to display, and how the exact loss is tiled in memory.
 _RESUMABLE_CHANGES = {"epochs", "patience", "device", "progress", "eval_batch_size", "item_chunk",
-                      "eval_memory_budget", "loss_chunk"}
+                      "eval_memory_budget", "loss_chunk", "recipe"}
 
 # Settings added after checkpoints and metrics were first written: a record without the key was made with
 # the behaviour of that time, which is this value (so an old checkpoint resumes only with the old behaviour).
@@ -186,11 +188,11 @@ LEGACY_CONFIG = {"ties": "optimistic", "loss_columns": "items"}
 # --------------------------------------------------------------------------------------------- helpers
 
 
-# The name of the file _check_out_dir writes to prove a folder writable (another rank's may be there for a moment).
+# The name of the file check_out_dir writes to prove a folder writable (another rank's may be there for a moment).
 WRITE_PROBE_PREFIX = ".write-test-"
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path) -> None:
     """Create ``out_dir`` and prove a file can be written there, or raise :class:`OutputDirError`."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -461,7 +463,7 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
     if resume and out_path is None:
         raise ResumeError("resume=True needs an output directory holding the checkpoint")
     if out_path is not None:
-        _check_out_dir(out_path)
+        check_out_dir(out_path)
     if not config.adapt_at_test and not callable(getattr(model, "set_adapt_at_test", None)):
         raise ModelCapabilityError(
             f"adapt_at_test=False was requested but {type(model).__name__} has no set_adapt_at_test(); "
@@ -609,5 +611,5 @@ def _json_safe(obj):
 
 
 __all__ = ["TrainConfig", "TrainConfigError", "TrainError", "OutputDirError", "ResumeError", "NonFiniteLossError",
-           "ModelCapabilityError", "check_device", "train", "train_epoch", "batch_loss", "CHECKPOINT_NAME",
-           "METRICS_NAME", "RANKS_NAME"]
+           "ModelCapabilityError", "check_device", "train", "train_epoch", "batch_loss", "check_out_dir",
+           "CHECKPOINT_NAME", "METRICS_NAME", "RANKS_NAME", "WRITE_PROBE_PREFIX"]
