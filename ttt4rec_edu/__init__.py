@@ -33,7 +33,9 @@ The model
 Training and evaluation
 
 - ``ttt4rec_edu.metrics``            full-ranking HR@K / NDCG@K, tie policies, chunked scoring
+- ``ttt4rec_edu.recipes``            named training recipes (``official``, ``cpu6``); a run's recipe from its values
 - ``ttt4rec_edu.train``              the outer loop (``TrainConfig``: the one place training defaults live)
+- ``ttt4rec_edu.runner``             one run set up and run (``run_one``), its folder's rules, "finished"
 - ``ttt4rec_edu.distributed``        data-parallel training under ``torchrun``
 
 Experiments and reading results
@@ -54,7 +56,10 @@ Teaching
 
 The command line
 
-- ``ttt4rec_edu.cli``                ``python -m ttt4rec_edu {data,train,reproduce,model-summary,instructor}``
+- ``ttt4rec_edu.cli``                ``python -m ttt4rec_edu {data,train,reproduce,model-summary,instructor}``,
+  one module per command family: ``ttt4rec_edu.cli.options`` (what the commands share: options, recipes),
+  ``ttt4rec_edu.cli.training`` (data stats, train, model-summary), ``ttt4rec_edu.cli.reproduce``,
+  ``ttt4rec_edu.cli.instructor``
 """
 
 __version__ = "0.1.0"
