@@ -1,56 +1,68 @@
-#!/usr/bin/env python
-"""One prepared GPU check: every model on CUDA, checked and timed, its results written after every part.
+#!/usr/bin/env python3
+"""One prepared GPU check: every model on CUDA, checked and timed, its results written after every row.
 
 Nothing in this project had run on CUDA before this script; a GPU machine is lent rarely and briefly (one
-NVIDIA H200, about 15 minutes in all, start-up included, no network; Python 3.12, PyTorch 2.11 + CUDA, numpy,
-pandas, matplotlib, seaborn and tqdm installed, *not* this package). So the script needs nothing but the
-repository checkout (it puts the repository root on ``sys.path``), reads its data from a file you bring along,
-never touches the network, and stops itself at a global deadline (``--deadline-s``, 420 s on CUDA by default:
-with start-up it finishes within 8 minutes). Parts run in order; each one's outcome is written at once (JSON +
-markdown), so a part that fails (or the deadline) loses nothing already measured, and a failing part is recorded
-and the next part still runs:
+NVIDIA H100 or H200, 15 minutes of device time in all, its start-up included, no network; ``python3`` is Python
+3.12 with PyTorch 2.11 + CUDA, numpy, pandas, matplotlib, seaborn and tqdm installed, *not* this package). So the
+script needs nothing but the repository checkout (it puts the repository root on ``sys.path``), reads its data
+from a file you bring along, never touches the network, and stops itself at a global deadline (``--deadline-s``,
+360 s on CUDA by default). Parts run in order, each within its own share of the time (a and b at most 15 % of
+the deadline each, c until part d's reserve), and the report (JSON + markdown) is rewritten after every measured
+row, so a part that fails, a part cut by its time, or a hard kill loses nothing already measured; a failing part
+is recorded and the next part still runs:
 
 a. **models** — every registered model (TTT4Rec in its four backbone × inner variants) forward + backward on
-   the device against the CPU, same weights and batch (evaluation mode: no dropout): the largest absolute
-   difference of the scores and of the gradients, float32 with TF32 off, against a stated relative tolerance;
-   with ``--bf16`` also the loss under bfloat16 autocast: finite and within ``BF16_LOSS_RTOL`` of float32.
+   the device against the CPU, same weights and batch (evaluation mode, no dropout; ``nn.RNNBase`` modules in
+   training mode, which cuDNN's RNN backward requires and which changes nothing with their dropout 0): the largest
+   absolute difference of the scores and of the gradients, float32 with TF32 off, against a stated relative
+   tolerance; with ``--bf16`` also the loss under bfloat16 autocast: finite and within ``BF16_LOSS_RTOL``.
 b. **ttt** — the TTT layer's three modes (token loop, mini-batch loop, dual form) agree on the device; the dual
    form's forward + backward time against the token loop and against one SASRec training step at
    L = 50 / 100 / 200, measured side by side in this run (ratios), with peak memory.
 c. **beauty** — Amazon Beauty, the whole file (``--data``): one training epoch at the paper's batch 2048 and a
-   full-sort evaluation of the test split per model (samples/s, peak memory); with ``--bf16`` TTT4Rec's epoch
-   under bfloat16 autocast too; then TTT4Rec and SASRec under the paper's protocol (early stopping on valid
-   NDCG@10, patience 5, seed 0) for as long as the deadline allows, with test metrics (a run cut by the deadline
-   says so).
-d. **torchrun** — ``python -m torch.distributed.run --nproc_per_node 1 -m ttt4rec_edu train`` for one epoch:
+   full-sort evaluation of the test split per model, the headline rows first (TTT4Rec, SASRec, then with
+   ``--bf16`` TTT4Rec's epoch under bfloat16 autocast), then the other models; then TTT4Rec and SASRec under the
+   official configuration's early stopping (valid NDCG@10, patience 5, seed 0) for as long as the time allows,
+   with test metrics (a run cut by the deadline says so). Evaluation always runs in float32.
+d. **torchrun** — ``python3 -m torch.distributed.run --nproc_per_node 1 -m ttt4rec_edu train`` for one epoch:
    nccl on CUDA, gloo on the CPU.
-e. **report** — ``<out>/<date>-<device>.json`` and ``.md`` (default ``book/results/gpu/``), with the three
-   headline ratios (TTT4Rec's Beauty epoch against SASRec's, goal ≤ 2×; dual form against token loop at L = 100,
-   goal ≥ 10×; bf16 against fp32 for TTT4Rec, goal ≥ 1.3× faster), each measured in this same run.
+e. **report** — ``<out>/<date>-<time>-<device>.json`` and ``.md`` (a second run never overwrites a first), with
+   the three headline ratios (TTT4Rec's Beauty epoch against SASRec's, goal ≤ 2×; dual form against token loop at
+   L = 100, goal ≥ 10×; bf16 against fp32 for TTT4Rec, goal ≥ 1.3× faster), each measured in this same run, and
+   ``<stem>.nvidia-smi.txt`` (written first). The record names the commit (``GPU_CHECK_COMMIT``: ``.git`` does
+   not travel), a digest of the library's source, torch, CUDA, cuDNN, NCCL and driver versions, and whether
+   Mamba4Rec ran on ``mamba_ssm``'s fused kernel (not installed there: the pure-PyTorch chunked scan).
 
 ``--tiny`` shrinks every part (a few items, short sequences, synthetic data unless ``--data`` is given) so that
-``--device cpu --tiny`` runs in seconds; the test suite runs it (``tests/test_gpu_check.py``), so the script is
-known to work before any GPU minute is spent. A tiny run is marked ``"tiny": true`` and is never read by the book.
+``--device cpu --tiny`` runs in seconds; the test suite runs it (``tests/test_gpu_check.py``), and
+``tests/test_gpu_rehearsal.py`` runs the device command below in a bare virtual environment (only the packages
+the GPU machine has, this package not installed) on the real Amazon Beauty file. A tiny run is marked
+``"tiny": true`` and is never read by the book.
 
-Usage::
+The GPU machine (the device tool's ``run``) receives the git working tree only, runs the command in the
+repository root, and returns only what the command writes under ``$OUT``. Budget: about 8 of the 15 minutes
+(the machine's start, 1-2 minutes, plus this run's 6), which leaves room for one targeted rerun of a single part.
 
-    python scripts/gpu_check.py --device cpu --tiny --out /tmp/gpu-check        # seconds, any machine
-    python scripts/gpu_check.py --device cuda --bf16 --data gpu_data/amazon-beauty-5core.txt --out DIR
+1. Here, in the repository root: ``mkdir -p gpu_data && cp ../shared/data/amazon-beauty-5core.txt gpu_data/``
+   (``gpu_data/`` is git-ignored: the file is never committed), then
+   ``python3 scripts/gpu_check.py --print-device-command``, which prints the command below with ``COMMIT``
+   replaced by ``git rev-parse --short HEAD`` (and says so when the tree has uncommitted changes).
+2. One call of ``run`` with ``carry=["gpu_data"]``, ``timeout_s=420`` and the command::
 
-The GPU machine (the project's device tool) receives the git working tree only; the Beauty file must travel as
-a *carried* ignored folder, and only what the command writes under ``$OUT`` comes back. From the repository
-root, before the call::
+    set -o pipefail; export GPU_CHECK_COMMIT=COMMIT PYTHONUNBUFFERED=1; python3 scripts/gpu_check.py --device cuda --bf16 --data gpu_data/amazon-beauty-5core.txt --out "$OUT" 2>&1 | tee "$OUT/gpu-check.log"
 
-    mkdir -p gpu_data && cp ../shared/data/amazon-beauty-5core.txt gpu_data/    # gpu_data/ is git-ignored
+   It returns four files: ``<stem>.json``, ``<stem>.md``, ``<stem>.nvidia-smi.txt`` and ``gpu-check.log``.
+3. A targeted rerun of one part, if one failed: the same command with ``--parts c --deadline-s 180`` (any one
+   letter), ``timeout_s=240``.
+4. Copy the returned files from ``files_at`` into ``book/results/gpu/`` (``gpu-check.log`` renamed to
+   ``<stem>.log``), where chapter 10 (``ttt4rec_edu.gpu_results``) reads the newest run of every part.
 
-then one call of the device tool's ``run`` with ``carry=["gpu_data"]``, ``timeout_s=540`` and the command::
-
-    python scripts/gpu_check.py --device cuda --bf16 --data gpu_data/amazon-beauty-5core.txt --out "$OUT"
-
-and copy the returned ``<date>-<device>.json`` and ``.md`` from ``files_at`` into ``book/results/gpu/``, where
-chapter 10 (``ttt4rec_edu.gpu_results``) reads the newest one. ``make gpu-check`` runs the CUDA command locally.
-Exit status: 0 when every part is ok or skipped, 1 when a part failed or raised, 2 for bad arguments.
-"""
+``make gpu-check`` runs the same check on a CUDA machine of your own (no install: ``python3``, the checkout and
+``gpu_data/``, copied from the data mirror when missing). A CPU smoke run:
+``python3 scripts/gpu_check.py --device cpu --tiny --out /tmp/gpu-check``.
+Exit status: 0 when every part is ok or skipped, 1 when a part failed, raised or was cut short, 2 for bad
+arguments (a missing data file or a ``cuda:N`` beyond the GPUs included: one line, before anything runs).
+"""  # noqa: E501 (the device command is one line, to be pasted whole)
 from __future__ import annotations
 
 import time
@@ -83,9 +95,24 @@ if str(REPO) not in sys.path:  # the GPU machine has the checkout, not the insta
 SCHEMA = 1
 KIND = "ttt4rec_edu gpu_check"
 DEFAULT_OUT = REPO / "book" / "results" / "gpu"
-DEFAULT_DEADLINE_S = {"cuda": 420.0, "cpu": 600.0}
+DEFAULT_DEADLINE_S = {"cuda": 360.0, "cpu": 600.0}
 TINY_DEADLINE_S = 120.0
 BEAUTY_FILE = "amazon-beauty-5core.txt"
+# The one command for the lent GPU machine (README, chapter 10 and the docstring show it; tests/test_gpu_rehearsal.py
+# runs it): python3, nothing installed, the data carried in gpu_data/, everything written under $OUT, the log too.
+# COMMIT is replaced by the commit here (--print-device-command does it): .git does not travel.
+COMMIT_ENV = "GPU_CHECK_COMMIT"
+DATA_DIR = "gpu_data"
+DEVICE_COMMAND = (f'set -o pipefail; export {COMMIT_ENV}=COMMIT PYTHONUNBUFFERED=1; python3 scripts/gpu_check.py '
+                  f'--device cuda --bf16 --data {DATA_DIR}/{BEAUTY_FILE} --out "$OUT" 2>&1 | tee "$OUT/gpu-check.log"')
+DEVICE_CARRY = [DATA_DIR]
+DEVICE_TIMEOUT_S = 420
+# At most this share of the deadline for parts a and b each, so that part c's headline rows always get time;
+# part c runs until part d's reserve (RESERVE_FOR_D_S, at most a quarter of the deadline).
+PART_SHARE = {"a": 0.15, "b": 0.15}
+RESERVE_FOR_D_S = {"tiny": 30.0, "full": 90.0}
+# Part c measures these first: the three headline ratios need them (the bf16 epoch follows the two).
+HEADLINE_VARIANTS = ("ttt4rec-transformer-mlp", "sasrec")
 TINY_USERS = 200
 PARTS = (("a", "models: device against CPU, same weights and batch"),
          ("b", "ttt: the TTT layer's three modes, dual form against token loop and SASRec"),
@@ -120,6 +147,11 @@ class Deadline:
         self.seconds = float(seconds)
         self.end = start + self.seconds
 
+    @classmethod
+    def until(cls, end: float) -> "Deadline":
+        """A deadline at the ``time.monotonic()`` value ``end`` (a part's own share of the run)."""
+        return cls(end - time.monotonic(), start=time.monotonic())
+
     def remaining(self) -> float:
         return self.end - time.monotonic()
 
@@ -131,12 +163,12 @@ class Deadline:
 class _Alarm:
     """A hard stop at the deadline inside a long step (POSIX main thread only; elsewhere a no-op)."""
 
-    def __init__(self, deadline: Deadline, part: str):
-        self.deadline, self.part = deadline, part
+    def __init__(self, deadline: Deadline, part: str, why: str = "the deadline"):
+        self.deadline, self.part, self.why = deadline, part, why
         self.active = hasattr(signal, "setitimer") and _in_main_thread()
 
     def _fire(self, signum, frame):
-        raise DeadlineReached(f"deadline reached during part {self.part} (stopped by the alarm)")
+        raise DeadlineReached(f"deadline: {self.why} ran out during part {self.part} (stopped by the alarm)")
 
     def __enter__(self):
         if self.active:
@@ -190,7 +222,11 @@ class Report:
     def __init__(self, out_dir: Path, doc: Dict[str, Any]):
         self.out_dir = Path(out_dir)
         self.doc = doc
-        self.stem = f"{doc['date']}-{doc['device']['slug']}" + ("-tiny" if doc["tiny"] else "")
+        self.stem = unused_stem(self.out_dir, report_stem(doc))
+
+    @property
+    def smi_path(self) -> Path:
+        return self.out_dir / f"{self.stem}.nvidia-smi.txt"
 
     @property
     def json_path(self) -> Path:
@@ -211,6 +247,21 @@ class Report:
         safe["non_finite_values"] = self.doc["non_finite_values"] = found
         _atomic_write(self.json_path, json.dumps(safe, indent=2, allow_nan=False) + "\n")
         _atomic_write(self.md_path, markdown(self.doc))
+
+
+def report_stem(doc: Dict[str, Any]) -> str:
+    """``<date>-<HHMMSS>-<device>[-tiny]`` from the start time (UTC): two runs on one day get two files."""
+    clock = str(doc.get("started_at", ""))[11:19].replace(":", "") or "000000"
+    return f"{doc['date']}-{clock}-{doc['device']['slug']}" + ("-tiny" if doc["tiny"] else "")
+
+
+def unused_stem(folder: Path, stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``, ... : the first whose files do not exist in ``folder`` yet."""
+    candidate, n = stem, 1
+    while any((Path(folder) / f"{candidate}{ext}").exists() for ext in (".json", ".md", ".nvidia-smi.txt")):
+        n += 1
+        candidate = f"{stem}-{n}"
+    return candidate
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -293,9 +344,13 @@ def markdown(doc: Dict[str, Any]) -> str:
     if doc["tiny"]:
         out.append("**Tiny smoke run** (`--tiny`): toy sizes, not a measurement of anything. The book ignores it.\n")
     env = doc["environment"]
-    out.append(f"Written by `{doc['command']}`; torch {env.get('torch')}, CUDA {env.get('cuda')}, Python "
-               f"{env.get('python')}; deadline {doc['deadline_s']:.0f} s, elapsed {doc.get('elapsed_s', 0):.0f} s; "
-               f"data: {(c.get('data') or {}).get('name', '—')}.\n")
+    smi = env.get("nvidia_smi") or {}
+    out.append(f"Written by `{doc['command']}`; torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN "
+               f"{_fmt(env.get('cudnn'))}, NCCL {_fmt(env.get('nccl'))}, driver {_fmt(smi.get('driver_version'))}, "
+               f"Python {env.get('python')}; commit {_fmt(env.get('git_commit'))} "
+               f"({env.get('git_commit_from', '—')}), source sha256 {str(env.get('source_sha256', '—'))[:12]}; "
+               f"deadline {doc['deadline_s']:.0f} s, elapsed {doc.get('elapsed_s', 0):.0f} s; "
+               f"data: {(c.get('data') or {}).get('name', '—')}. Mamba4Rec: {env.get('mamba4rec_scan', '—')}.\n")
     if doc.get("non_finite_values"):
         out.append("**Non-finite values** (written as null): " + "; ".join(doc["non_finite_values"][:20]) + "\n")
     out.append("## Headline figures (ratios measured in this run)\n")
@@ -429,8 +484,9 @@ def _error_text(err: BaseException) -> str:
 class Context:
     """What every part needs: the parsed arguments, the device, the deadline and the sizes."""
 
-    def __init__(self, args, device, deadline: Deadline):
+    def __init__(self, args, device, deadline: Deadline, save: Optional[Callable[[], None]] = None):
         self.args, self.device, self.deadline = args, device, deadline
+        self.save = save or (lambda: None)  # rewrites the report: called after every measured row
         self.tiny = bool(args.tiny)
         self.data = None  # (SequenceData, Splits, description), loaded once by part c
         self.data_path: Optional[Path] = None
@@ -443,10 +499,30 @@ class Context:
             self.items, self.length, self.batch = 12101, 50, 256
             self.ttt_lengths, self.ttt_batch = (50, 100, 200), 256
             self.train_batch, self.protocol_max_epochs = 2048, 300
-        self.reserve_for_d = 30.0 if self.tiny else 90.0
+        self.reserve_for_d = min(RESERVE_FOR_D_S["tiny" if self.tiny else "full"], 0.25 * deadline.seconds)
 
 
 # ----------------------------------------------------------------------------------------------- part a
+
+
+def comparison_mode(model):
+    """``model`` in evaluation mode (no dropout) for the device-against-CPU comparison, except its ``nn.RNNBase``
+    modules (GRU4Rec's and NARM's GRU): cuDNN's RNN backward refuses evaluation mode ("cudnn RNN backward can only
+    be called in training mode"). An RNN's own dropout acts only between stacked layers, so with dropout 0 or one
+    layer training mode computes exactly the same; otherwise this raises ``ValueError``. Returns ``(model, names of
+    the modules in training mode)``. (Switching cuDNN off instead would turn TF32 back on through its flags.)"""
+    from torch import nn
+
+    model.eval()
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.RNNBase):
+            if module.dropout > 0 and module.num_layers > 1:
+                raise ValueError(f"{name}: {type(module).__name__} has dropout {module.dropout} between its "
+                                 f"{module.num_layers} layers; training mode would change its output")
+            module.train()
+            names.append(name)
+    return model, names
 
 
 def part_models(ctx: Context, rec: Dict[str, Any]) -> str:
@@ -459,7 +535,9 @@ def part_models(ctx: Context, rec: Dict[str, Any]) -> str:
 
     device, cpu = ctx.device, torch.device("cpu")
     item_seq, lengths, targets = random_batch(ctx.items, ctx.batch, ctx.length)
-    rec.update({"items": ctx.items, "max_len": ctx.length, "batch": ctx.batch, "mode": "eval (no dropout)",
+    rec.update({"items": ctx.items, "max_len": ctx.length, "batch": ctx.batch,
+                "mode": "eval (no dropout); nn.RNNBase modules in train mode (cuDNN's RNN backward needs it; "
+                        "their dropout is 0, so the output is the same)",
                 "tolerance": {"score_rel": SCORE_RTOL, "grad_rel": GRAD_RTOL, "bf16_loss_rel": BF16_LOSS_RTOL},
                 "precision": "float32, TF32 off for matmul and cuDNN", "models": []})
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -472,7 +550,9 @@ def part_models(ctx: Context, rec: Dict[str, Any]) -> str:
             rec["models"].append(row)
             try:
                 set_seed(0)
-                ref = build_model(name, ctx.items, ctx.length, **options).eval()
+                ref, rnn_modules = comparison_mode(build_model(name, ctx.items, ctx.length, **options))
+                if rnn_modules:
+                    row["train_mode_modules"] = rnn_modules
                 dev_model = copy.deepcopy(ref).to(device)
 
                 def run(model, where, autocast=False):
@@ -521,6 +601,7 @@ def part_models(ctx: Context, rec: Dict[str, Any]) -> str:
             except Exception as err:  # one model's failure must not hide the others'
                 row.update({"ok": False, "error": _error_text(err)})
                 failures.append(variant)
+            ctx.save()
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     if failures:
@@ -569,6 +650,7 @@ def part_ttt(ctx: Context, rec: Dict[str, Any]) -> str:
                 rec["agreement"].append({"inner": inner, "b": b, "compare": f"{mode} vs dual", "max_abs_diff": diff,
                                          "rel": diff / scale, "grad_max_abs_diff": gdiff, "grad_rel": gdiff / gscale,
                                          "ok": bool(ok)})
+                ctx.save()
                 if not ok:
                     failures.append(f"{inner} b={b} {mode}")
     # 2. timing, side by side at each L
@@ -591,6 +673,7 @@ def part_ttt(ctx: Context, rec: Dict[str, Any]) -> str:
             row[f"{key}_ms"] = time_ms(step, device, repeats=repeats if key == "dual" else max(1, repeats // 2))
             row[f"{key}_peak_mib"] = _peak_mib(device)
             del layer
+            ctx.save()
         torch.manual_seed(0)
         sasrec = build_model("sasrec", ctx.items, length).to(device).train()
         optimizer = torch.optim.Adam(sasrec.parameters(), lr=1e-3)
@@ -607,6 +690,7 @@ def part_ttt(ctx: Context, rec: Dict[str, Any]) -> str:
         row["token_loop_over_dual"] = _ratio(row["token_loop_ms"], row["dual_ms"])
         row["dual_over_sasrec_step"] = _ratio(row["dual_ms"], row["sasrec_step_ms"])
         del sasrec, optimizer
+        ctx.save()
     if failures:
         raise PartFailed(f"modes disagree: {', '.join(failures)}")
     return "ok"
@@ -747,53 +831,83 @@ def run_protocol(ctx: Context, name: str, options: Dict[str, str], splits, until
                     "valid_ndcg@10_per_epoch": [h["valid"]["ndcg@10"] for h in history],
                     **{f"test_{k}": v for k, v in result["test"].items()},
                     **{f"valid_{k}": v for k, v in result["valid"].items()}})
+        ctx.save()
         if result["stopped_early"]:
             break
     if result is None:
         row["reason"] = "skipped: no time left for one epoch before the deadline"
 
 
+def headline_first(variants: Sequence[Tuple[str, str, Dict[str, str]]]) -> List[Tuple[str, str, Dict[str, str]]]:
+    """``variants`` with :data:`HEADLINE_VARIANTS` first, in that order: if time runs short, the headline ratios
+    are the last thing lost."""
+    first = sorted((v for v in variants if v[0] in HEADLINE_VARIANTS), key=lambda v: HEADLINE_VARIANTS.index(v[0]))
+    return first + [v for v in variants if v[0] not in HEADLINE_VARIANTS]
+
+
 def part_beauty(ctx: Context, rec: Dict[str, Any]) -> str:
-    """One epoch and a full-sort evaluation per model at batch 2048; bf16 epoch; the protocol runs."""
+    """One epoch and a full-sort evaluation per model at batch 2048, the headline rows first (TTT4Rec, SASRec,
+    the bf16 epoch), then the other models; then the protocol runs. The report is rewritten after every row."""
     data, splits, desc = load_data(ctx)
     rec["data"] = desc
-    rec.update({"batch_size": ctx.train_batch, "eval_batch_size": 4096, "epochs": [], "protocol": []})
+    rec.update({"batch_size": ctx.train_batch, "eval_batch_size": 4096, "order": "headline rows first",
+                "epochs": [], "protocol": []})
+    ctx.save()
     failures, short = [], []
-    for variant, name, options in model_variants():
+    no_time = "deadline: part c's time is used up (what is left is part d's reserve)"
+
+    def epoch_row(variant: str, name: str, options: Dict[str, str]) -> None:
         row: Dict[str, Any] = {"variant": variant, "model": name, "options": options}
         rec["epochs"].append(row)
-        if ctx.deadline.remaining() <= ctx.reserve_for_d:
-            row["skipped"] = "deadline: the time left is part d's reserve"
-            short.append(variant)
-            continue
         try:
-            row.update(measure_epoch(ctx, name, options, splits))
+            if ctx.deadline.remaining() <= 1.0:
+                row["skipped"] = no_time
+                short.append(variant)
+            else:
+                row.update(measure_epoch(ctx, name, options, splits))
         except DeadlineReached:
+            row["skipped"] = "deadline: cut during this model's epoch"
             raise
         except Exception as err:
             row["error"] = _error_text(err)
             failures.append(variant)
-    if ctx.args.bf16 and ctx.device.type == "cuda" and ctx.deadline.remaining() <= ctx.reserve_for_d:
-        rec["bf16"] = {"reason": "not measured: deadline (the time left is part d's reserve)"}
-    elif ctx.args.bf16 and ctx.device.type == "cuda":
+        finally:
+            ctx.save()
+
+    def bf16_epoch() -> None:
         try:
-            rec["bf16"] = {"variant": "ttt4rec-transformer-mlp",
-                           **measure_epoch(ctx, "ttt4rec", {"backbone": "transformer", "inner": "mlp"}, splits,
-                                           bf16=True)}
+            if not ctx.args.bf16:
+                rec["bf16"] = {"reason": "not measured: run with --bf16"}
+            elif ctx.device.type != "cuda":
+                rec["bf16"] = {"reason": "not measured: the bf16 epoch is timed on CUDA only"}
+            elif ctx.deadline.remaining() <= 1.0:
+                rec["bf16"] = {"reason": f"not measured: {no_time}"}
+            else:
+                rec["bf16"] = {"variant": "ttt4rec-transformer-mlp",
+                               **measure_epoch(ctx, "ttt4rec", {"backbone": "transformer", "inner": "mlp"}, splits,
+                                               bf16=True)}
         except DeadlineReached:
+            rec["bf16"] = {"reason": "not measured: deadline, cut during the bf16 epoch"}
             raise
         except Exception as err:
             rec["bf16"] = {"error": _error_text(err), "reason": f"bf16 epoch failed: {_error_text(err)}"}
             failures.append("bf16 epoch")
-    else:
-        rec["bf16"] = {"reason": "not measured: the trainer's bf16 autocast is CUDA-only" if ctx.args.bf16
-                       else "not measured: run with --bf16"}
+        finally:
+            ctx.save()
+
+    variants = headline_first(model_variants())
+    headline_rows = [v for v in variants if v[0] in HEADLINE_VARIANTS]
+    for variant in headline_rows:
+        epoch_row(*variant)
+    bf16_epoch()
+    for variant in variants[len(headline_rows):]:
+        epoch_row(*variant)
     epoch_of = {r["variant"]: r.get("epoch_s", 0.0) + r.get("eval_s", 0.0) * 0.4 for r in rec["epochs"]}
-    # the protocol runs share the time left before part d's reserve: TTT4Rec first (half), SASRec the rest
+    # the protocol runs share the rest of part c's time: TTT4Rec first (half), SASRec the rest
     for i, (variant, name, options) in enumerate((("ttt4rec-transformer-mlp", "ttt4rec",
                                                    {"backbone": "transformer", "inner": "mlp"}),
                                                   ("sasrec", "sasrec", {}))):
-        end = ctx.deadline.end - ctx.reserve_for_d
+        end = ctx.deadline.end
         until = time.monotonic() + (end - time.monotonic()) / (2 - i)
         row = {"variant": variant, "model": name, "options": options, "seed": 0, "patience": 5,
                "max_epochs": ctx.protocol_max_epochs, "batch_size": ctx.train_batch}
@@ -801,10 +915,13 @@ def part_beauty(ctx: Context, rec: Dict[str, Any]) -> str:
         try:
             run_protocol(ctx, name, options, splits, until, row, epoch_of.get(variant))
         except DeadlineReached:
+            row["reason"] = "deadline: cut during this run"
             raise
         except Exception as err:
             row["error"] = _error_text(err)
             failures.append(f"protocol {variant}")
+        finally:
+            ctx.save()
         if "reason" in row:
             short.append(f"protocol {variant}")
     if failures:
@@ -902,28 +1019,50 @@ def part_report(ctx: Context, rec: Dict[str, Any], report: Report) -> str:
 # ---------------------------------------------------------------------------------------------- the runner
 
 
+def part_deadline(key: str, deadline: Deadline, reserve_for_d: float = 0.0) -> Tuple[Deadline, str]:
+    """Part ``key``'s own deadline, counted from now, and what it is: parts a and b at most :data:`PART_SHARE` of
+    the whole run each, part c until part d's reserve (``reserve_for_d``; 0 when part d does not run), the others
+    the global deadline."""
+    if key in PART_SHARE:
+        end = min(deadline.end, time.monotonic() + PART_SHARE[key] * deadline.seconds)
+        return Deadline.until(end), f"part {key}'s share of the deadline ({PART_SHARE[key]:.0%})"
+    if key == "c" and reserve_for_d > 0:
+        return Deadline.until(deadline.end - reserve_for_d), f"part c's time (the last {reserve_for_d:.0f} s are " \
+            "part d's)"
+    return deadline, "the deadline"
+
+
 def run_parts(parts: Sequence[Tuple[str, Callable[[Dict[str, Any]], str]]], report: Report,
-              deadline: Deadline, always: Sequence[str] = ("e",)) -> Dict[str, Any]:
+              deadline: Deadline, always: Sequence[str] = ("e",), ctx: Optional["Context"] = None,
+              reserve_for_d: float = 0.0) -> Dict[str, Any]:
     """Run ``parts`` in order, recording each one's status, reason, time and result in ``report.doc["parts"]``
-    and rewriting the report after every part. A part that raises is recorded (``error``; ``failed`` for a
-    check that did not hold) and the next one runs; once the deadline has passed, the remaining parts are
-    ``skipped`` with that reason (the parts in ``always``, the report, still run)."""
+    and rewriting the report after every part (and, through ``ctx.save``, after every row). A part that raises
+    is recorded (``error``; ``failed`` for a check that did not hold) and the next one runs. Each part runs within
+    its own time (:func:`part_deadline`; ``ctx.deadline`` is that time while it runs); once the deadline has
+    passed, the remaining parts are ``skipped`` with that reason (the parts in ``always``, the report, still
+    run)."""
     doc = report.doc
     for key, fn in parts:
         entry = doc["parts"][key]
-        if deadline.remaining() <= 0 and key not in always:
-            entry.update(status="skipped", reason="deadline reached before this part started", elapsed_s=0.0)
+        own, why = (deadline, "the deadline") if key in always else part_deadline(key, deadline, reserve_for_d)
+        if (deadline.remaining() <= 0 or own.remaining() <= 0) and key not in always:
+            entry.update(status="skipped", elapsed_s=0.0,
+                         reason="deadline reached before this part started" if deadline.remaining() <= 0
+                         else f"deadline: no time left for this part ({why})")
             report.write()
             print(f"[{time.monotonic() - T0:6.1f} s] part {key}: skipped ({entry['reason']})", flush=True)
             continue
         entry.update(status="running", reason=None, result={})
         report.write()
         start = time.monotonic()
+        saved = ctx.deadline if ctx is not None else None
         try:
+            if ctx is not None:
+                ctx.deadline = own
             if key in always:
                 status = fn(entry["result"])
             else:
-                with _Alarm(deadline, key):
+                with _Alarm(own, key, why):
                     status = fn(entry["result"])
             entry.update(status=status or "ok")
         except PartFailed as err:
@@ -935,6 +1074,9 @@ def run_parts(parts: Sequence[Tuple[str, Callable[[Dict[str, Any]], str]]], repo
         except Exception as err:
             entry.update(status="error", reason=_error_text(err),
                          traceback=traceback.format_exc(limit=6)[-3000:])
+        finally:
+            if ctx is not None:
+                ctx.deadline = saved
         entry["elapsed_s"] = round(time.monotonic() - start, 2)
         report.write()
         print(f"[{time.monotonic() - T0:6.1f} s] part {key}: {entry['status']}"
@@ -942,20 +1084,113 @@ def run_parts(parts: Sequence[Tuple[str, Callable[[Dict[str, Any]], str]]], repo
     return doc
 
 
+def source_digest(root: Path = REPO) -> str:
+    """sha256 over the library's and this script's source (paths and bytes, in path order): names the code that
+    ran even where ``.git`` did not travel or the tree had uncommitted changes; recompute it on a checkout to
+    compare."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted([*(root / "ttt4rec_edu").rglob("*.py"), root / "scripts" / "gpu_check.py"])
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _git(*args: str) -> Optional[str]:
+    if not (REPO / ".git").exists():
+        return None
+    try:
+        proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+    except Exception:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def commit_record() -> Dict[str, Any]:
+    """The commit the run was made from: ``$GPU_CHECK_COMMIT`` (the device command sets it: ``.git`` does not
+    travel to the GPU machine), else ``git rev-parse HEAD`` where the checkout has ``.git``, else ``None``."""
+    value = os.environ.get(COMMIT_ENV, "").strip()
+    if value:
+        note = None if re.fullmatch(r"[0-9a-f]{7,40}", value) else \
+            f"not a commit hash: replace COMMIT in the command ({COMMIT_ENV})"
+        return {"git_commit": value, "git_commit_from": f"environment variable {COMMIT_ENV}",
+                **({"git_commit_note": note} if note else {})}
+    head = _git("rev-parse", "HEAD")
+    return {"git_commit": head, "git_commit_from": "git rev-parse HEAD" if head else
+            f"unknown: no {COMMIT_ENV} and no .git in the checkout"}
+
+
+def _cuda_versions() -> Dict[str, Any]:
+    """cuDNN and NCCL as torch reports them (``None`` where this torch has none)."""
+    import torch
+
+    out: Dict[str, Any] = {"cudnn": None, "cudnn_enabled": bool(torch.backends.cudnn.enabled), "nccl": None}
+    try:
+        out["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    except Exception:
+        pass
+    try:
+        if torch.cuda.is_available():
+            version = torch.cuda.nccl.version()
+            out["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
+    except Exception:
+        pass
+    return out
+
+
+def _mamba_record() -> Dict[str, Any]:
+    import importlib.util
+
+    from ttt4rec_edu.baselines.mamba4rec import cuda_kernel_available
+
+    installed = importlib.util.find_spec("mamba_ssm") is not None
+    kernel = cuda_kernel_available()
+    return {"mamba_ssm_installed": installed, "mamba_ssm_kernel_used": kernel,
+            "mamba4rec_scan": "mamba_ssm's fused CUDA kernel" if kernel else
+            "the pure-PyTorch scan (chunked on a GPU): mamba_ssm " + ("does not import here" if installed
+                                                                      else "is not installed here")
+            + "; Mamba4Rec's times are not those of the fused kernel"}
+
+
 def _environment() -> Dict[str, Any]:
     import numpy
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-    except Exception:
-        commit = None
-    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "numpy": numpy.__version__, "platform": platform.platform(), "git_commit": commit,
-            "cpu_threads": torch.get_num_threads(),
+    import ttt4rec_edu
+
+    return {"python": platform.python_version(), "python_executable": sys.executable, "torch": torch.__version__,
+            "cuda": torch.version.cuda, **_cuda_versions(), "numpy": numpy.__version__,
+            "platform": platform.platform(), **commit_record(), "source_sha256": source_digest(),
+            "ttt4rec_edu_from": str(Path(ttt4rec_edu.__file__).resolve().parent),
+            "cpu_threads": torch.get_num_threads(), **_mamba_record(),
             "tf32_matmul_default": torch.backends.cuda.matmul.allow_tf32,
             "tf32_cudnn_default": torch.backends.cudnn.allow_tf32}
+
+
+def record_nvidia_smi(path: Path) -> Dict[str, Any]:
+    """``nvidia-smi``'s full output and a CSV query (name, driver, memory, clocks) into ``path``; the driver
+    version and what was written go into the record. Without ``nvidia-smi`` the file says so."""
+    exe = shutil.which("nvidia-smi")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if exe is None:
+        _atomic_write(path, "nvidia-smi: not found on PATH (no NVIDIA driver on this machine)\n")
+        return {"file": path.name, "found": False, "driver_version": None}
+    query = ["--query-gpu=name,driver_version,memory.total,memory.used,temperature.gpu,clocks.sm,clocks.max.sm",
+             "--format=csv"]
+    texts, driver = [], None
+    for args in ([], query):
+        try:
+            proc = subprocess.run([exe, *args], capture_output=True, text=True, timeout=30)
+            texts.append(f"$ nvidia-smi {' '.join(args)}\n{proc.stdout}{proc.stderr}(exit {proc.returncode})\n")
+            if args and proc.returncode == 0:
+                rows = [line.split(", ") for line in proc.stdout.strip().splitlines()]
+                if len(rows) > 1 and len(rows[1]) > 1:
+                    driver = rows[1][1].strip()
+        except Exception as err:  # a hanging or broken nvidia-smi must not stop the check
+            texts.append(f"$ nvidia-smi {' '.join(args)}\n{_error_text(err)}\n")
+    _atomic_write(path, "\n".join(texts))
+    return {"file": path.name, "found": True, "driver_version": driver}
 
 
 def _device_info(device) -> Dict[str, Any]:
@@ -971,29 +1206,56 @@ def _device_info(device) -> Dict[str, Any]:
 
 
 def new_document(args, device, deadline: Deadline, argv: Sequence[str]) -> Dict[str, Any]:
-    today = _dt.datetime.now(_dt.timezone.utc).date().isoformat()
-    return {"schema": SCHEMA, "kind": KIND, "tiny": bool(args.tiny), "date": today, "started_at": _utc_now(),
-            "command": "python scripts/gpu_check.py " + " ".join(argv), "deadline_s": deadline.seconds,
-            "device": _device_info(device), "environment": _environment(),
-            "settings": {"bf16": bool(args.bf16), "data": args.data},
+    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    return {"schema": SCHEMA, "kind": KIND, "tiny": bool(args.tiny), "date": now.date().isoformat(),
+            "started_at": now.isoformat(), "command": "python3 scripts/gpu_check.py " + " ".join(argv),
+            "deadline_s": deadline.seconds, "device": _device_info(device), "environment": _environment(),
+            "settings": {"bf16": bool(args.bf16), "data": args.data, "parts": args.parts},
             "parts": {key: {"title": title, "status": "pending", "reason": None, "elapsed_s": None, "result": {}}
                       for key, title in PARTS}}
 
 
+def device_command(commit: str) -> str:
+    """:data:`DEVICE_COMMAND` with its ``COMMIT`` placeholder replaced by ``commit``."""
+    return DEVICE_COMMAND.replace(f"{COMMIT_ENV}=COMMIT", f"{COMMIT_ENV}={commit}", 1)
+
+
+def print_device_command() -> int:
+    """Print the device tool's ``run`` arguments with this checkout's commit filled in; warn (stderr) when the
+    data file is not in ``gpu_data/`` or the tracked files differ from that commit."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    if commit is None:
+        print("error: --print-device-command needs a git checkout (it fills in the commit)", file=sys.stderr)
+        return 2
+    if not (REPO / DATA_DIR / BEAUTY_FILE).is_file():
+        print(f"warning: {DATA_DIR}/{BEAUTY_FILE} is missing; first: mkdir -p {DATA_DIR} && "
+              f"cp ../shared/data/{BEAUTY_FILE} {DATA_DIR}/", file=sys.stderr)
+    if _git("status", "--porcelain", "--untracked-files=no"):
+        print(f"warning: tracked files differ from {commit}; the record's source_sha256 names the code that ran",
+              file=sys.stderr)
+    print(f"carry={json.dumps(DEVICE_CARRY)} timeout_s={DEVICE_TIMEOUT_S}")
+    print(device_command(commit))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python scripts/gpu_check.py", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python3 scripts/gpu_check.py", description=__doc__.splitlines()[0],
                                      epilog="See the module docstring for the GPU machine's exact command.")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, cpu or auto")
     parser.add_argument("--tiny", action="store_true", help="toy sizes: seconds on a CPU (the test suite's run)")
     parser.add_argument("--bf16", action="store_true", help="also check and time bfloat16 autocast")
-    parser.add_argument("--data", default=None, metavar="PATH", help=f"the Amazon Beauty file ({BEAUTY_FILE})")
+    parser.add_argument("--data", default=None, metavar="PATH",
+                        help=f"the Amazon Beauty file (default {DATA_DIR}/{BEAUTY_FILE}, else the data cache)")
     parser.add_argument("--out", default=None, metavar="DIR",
-                        help="where the JSON and markdown go (default book/results/gpu; required with --tiny)")
+                        help="where the report goes (default book/results/gpu; on the GPU machine \"$OUT\"; "
+                             "required with --tiny)")
     parser.add_argument("--deadline-s", type=float, default=None, metavar="S",
-                        help="stop everything this many seconds after start (default 420 on CUDA, 600 on a CPU, "
+                        help="stop everything this many seconds after start (default 360 on CUDA, 600 on a CPU, "
                              "120 with --tiny)")
     parser.add_argument("--parts", default="abcde", metavar="LETTERS",
-                        help="which parts to run, e.g. 'ab' (the report, e, always runs)")
+                        help="which parts to run, e.g. 'c' for a targeted rerun (the report, e, always runs)")
+    parser.add_argument("--print-device-command", action="store_true",
+                        help="print the GPU machine's command with this checkout's commit filled in, and exit")
     return parser
 
 
@@ -1001,6 +1263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.print_device_command:
+        return print_device_command()
     bad = sorted(set(args.parts) - {k for k, _ in PARTS})
     if bad:
         parser.error(f"--parts: unknown part(s) {''.join(bad)}; choose from {''.join(k for k, _ in PARTS)}")
@@ -1010,20 +1274,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--deadline-s must be positive, got {args.deadline_s}")
     if args.data is not None and not Path(args.data).is_file():
         parser.error(f"--data {args.data}: no such file")
+    if not args.tiny and set(args.parts) & {"c", "d"}:  # fail fast: before any GPU second is spent
+        path = find_beauty(args)
+        if path is None:
+            parser.error(f"no Amazon Beauty file for parts c and d: pass --data {DATA_DIR}/{BEAUTY_FILE} (copy it "
+                         f"there from ../shared/data first), or run --parts ab")
+        if path.stat().st_size == 0:
+            parser.error(f"--data {path}: the file is empty")
+        args.data = str(path)
     import torch
 
+    from ttt4rec_edu.train import check_device
     from ttt4rec_edu.utils import resolve_device
 
     try:
         device = resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
         parser.error(f"--device {args.device}: {err}")
+    problem = check_device(device)
+    if problem:
+        parser.error(f"--device {args.device}: {problem}")
     seconds = args.deadline_s or (TINY_DEADLINE_S if args.tiny else DEFAULT_DEADLINE_S[device.type])
     deadline = Deadline(seconds)
     if args.tiny:
         torch.set_num_threads(1)
     report = Report(Path(args.out) if args.out else DEFAULT_OUT, new_document(args, device, deadline, argv))
-    ctx = Context(args, device, deadline)
+    report.doc["environment"]["nvidia_smi"] = record_nvidia_smi(report.smi_path)
+    ctx = Context(args, device, deadline, save=report.write)
     functions = {"a": lambda rec: part_models(ctx, rec), "b": lambda rec: part_ttt(ctx, rec),
                  "c": lambda rec: part_beauty(ctx, rec), "d": lambda rec: part_torchrun(ctx, rec),
                  "e": lambda rec: part_report(ctx, rec, report)}
@@ -1033,13 +1310,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"gpu_check on {report.doc['device']['name']} ({device}); deadline {seconds:.0f} s; "
           f"writing {report.json_path}", flush=True)
     try:
-        run_parts([(k, functions[k]) for k, _ in PARTS if k in args.parts or k == "e"], report, deadline)
+        run_parts([(k, functions[k]) for k, _ in PARTS if k in args.parts or k == "e"], report, deadline, ctx=ctx,
+                  reserve_for_d=ctx.reserve_for_d if "d" in args.parts else 0.0)
     finally:
         shutil.rmtree(ctx.work, ignore_errors=True)
     statuses = {k: p["status"] for k, p in report.doc["parts"].items()}
     print(f"done in {time.monotonic() - T0:.1f} s: " + ", ".join(f"{k} {s}" for k, s in statuses.items()))
     for row in report.doc["headline"]:
         print(f"  {row['figure']}: {_fmt(row['value'])} (goal {row['goal']}; {row['how']})")
+    print(f"wrote {report.json_path}, {report.md_path.name} and {report.smi_path.name}")
     return 0 if all(s in ("ok", "skipped") for s in statuses.values()) else 1  # failed, error, incomplete: 1
 
 

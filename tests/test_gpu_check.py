@@ -23,8 +23,8 @@ def load_script():
     return module
 
 
-def run_script(*args, timeout=240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def run_script(*args, timeout=240, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -84,7 +84,15 @@ def test_tiny_cpu_run_checks_every_part(tmp_path):
     assert ratio["ttt_vs_sasrec_epoch"]["value"] == pytest.approx(
         epochs["ttt4rec-transformer-mlp"] / epochs["sasrec"])
     assert ratio["fp32_vs_bf16_ttt4rec_epoch"]["value"] is None  # the trainer's bf16 is CUDA-only
-    assert "CUDA-only" in ratio["fp32_vs_bf16_ttt4rec_epoch"]["how"]
+    assert "CUDA only" in ratio["fp32_vs_bf16_ttt4rec_epoch"]["how"]
+    assert [row["variant"] for row in c["epochs"]][:2] == ["ttt4rec-transformer-mlp", "sasrec"]  # headline first
+    assert [row.get("train_mode_modules") for row in a["models"] if row["variant"] in ("gru4rec", "narm")] == \
+        [["gru"], ["gru"]]
+    env = doc["environment"]
+    assert len(env["source_sha256"]) == 64 and env["mamba_ssm_installed"] is False
+    assert "not those of the fused kernel" in env["mamba4rec_scan"]
+    assert {"cudnn", "nccl", "git_commit", "git_commit_from", "nvidia_smi"} <= set(env)
+    assert (tmp_path / env["nvidia_smi"]["file"]).is_file()
 
 
 def _report(script, tmp_path):
@@ -143,20 +151,101 @@ def test_the_deadline_stops_a_running_part_and_skips_the_rest(tmp_path):
         return "ok"
 
     def never(rec):
-        ran.append("b")
+        ran.append("d")
         return "ok"
 
     start = time.monotonic()
-    script.run_parts([("a", endless), ("b", never), ("e", lambda rec: ran.append("e") or "ok")], report,
+    script.run_parts([("c", endless), ("d", never), ("e", lambda rec: ran.append("e") or "ok")], report,
                      script.Deadline(1.0, start=start))
     elapsed = time.monotonic() - start
     assert elapsed < 6, elapsed
     doc = json.loads(report.json_path.read_text())
-    assert doc["parts"]["a"]["status"] == "incomplete" and "deadline" in doc["parts"]["a"]["reason"]
-    assert 0 < doc["parts"]["a"]["result"]["steps"] < 599
-    assert doc["parts"]["b"]["status"] == "skipped" and "deadline" in doc["parts"]["b"]["reason"]
+    assert doc["parts"]["c"]["status"] == "incomplete" and "deadline" in doc["parts"]["c"]["reason"]
+    assert 0 < doc["parts"]["c"]["result"]["steps"] < 599
+    assert doc["parts"]["d"]["status"] == "skipped" and "deadline" in doc["parts"]["d"]["reason"]
     assert ran == ["e"]      # the report still runs after the deadline
     assert doc["parts"]["e"]["status"] == "ok"
+
+
+def test_parts_a_and_b_each_get_a_share_and_part_c_stops_at_part_ds_reserve(tmp_path):
+    """A slow part a or b cannot eat part c's headline rows: each is cut at its share of the deadline; part c runs
+    until part d's reserve, part d gets the rest."""
+    script = load_script()
+    report = _report(script, tmp_path)
+    spent = {}
+
+    def endless(key):
+        def run(rec):
+            started = time.monotonic()
+            try:
+                for step in range(400):
+                    rec["steps"] = step
+                    time.sleep(0.02)
+            finally:
+                spent[key] = time.monotonic() - started
+            return "ok"
+        return run
+
+    deadline = script.Deadline(4.0, start=time.monotonic())
+    script.run_parts([(k, endless(k)) for k in "abcd"] + [("e", lambda rec: "ok")], report, deadline,
+                     reserve_for_d=1.0)
+    doc = json.loads(report.json_path.read_text())
+    for key in "abcd":
+        assert doc["parts"][key]["status"] == "incomplete", (key, doc["parts"][key])
+    assert "share of the deadline (15%)" in doc["parts"]["a"]["reason"]
+    assert spent["a"] == pytest.approx(0.6, abs=0.25) and spent["b"] == pytest.approx(0.6, abs=0.25)
+    assert spent["c"] == pytest.approx(4.0 - 1.2 - 1.0, abs=0.35)    # until part d's reserve of 1 s
+    assert spent["d"] == pytest.approx(1.0, abs=0.3)
+    assert doc["parts"]["e"]["status"] == "ok"
+
+
+def test_comparison_mode_puts_rnns_back_in_training_mode_without_changing_the_scores():
+    """Part a compares in evaluation mode, but cuDNN's RNN backward refuses it: GRU4Rec's and NARM's GRU go back to
+    training mode, which gives exactly the scores of evaluation mode (their dropout is 0)."""
+    import torch
+
+    from ttt4rec_edu.models import build_model
+    from ttt4rec_edu.utils import set_seed
+
+    script = load_script()
+    seq, lengths, _ = script.random_batch(40, 6, 8)
+    for name in ("gru4rec", "narm"):
+        set_seed(0)
+        model = build_model(name, 40, 8)
+        plain = model.eval().score_all(seq, lengths)
+        model, names = script.comparison_mode(model)
+        assert names == ["gru"]
+        assert model.gru.training and not any(m.training for n, m in model.named_modules() if n != "gru")
+        assert torch.equal(model.score_all(seq, lengths), plain)
+    set_seed(0)
+    stacked = build_model("gru4rec", 40, 8)
+    stacked.gru = torch.nn.GRU(64, 64, num_layers=2, dropout=0.3, batch_first=True)
+    with pytest.raises(ValueError, match="dropout 0.3 between its 2 layers"):
+        script.comparison_mode(stacked)
+
+
+def test_part_c_rewrites_the_report_after_every_row(tmp_path):
+    """A hard kill loses at most the row being measured: after each epoch row the JSON on disk already holds it."""
+    import torch
+
+    script = load_script()
+    args = script.build_parser().parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
+    deadline = script.Deadline(120, start=time.monotonic())
+    report = _report(script, tmp_path)
+    on_disk = []
+
+    def save():
+        report.write()
+        c = json.loads(report.json_path.read_text())["parts"]["c"]["result"]
+        on_disk.append(len([r for r in c.get("epochs", []) if "epoch_s" in r or "note" in r]))
+
+    ctx = script.Context(args, torch.device("cpu"), deadline, save=save)
+    script.run_parts([("c", lambda rec: script.part_beauty(ctx, rec))], report, deadline, ctx=ctx)
+    rows = len(script.model_variants())
+    assert json.loads(report.json_path.read_text())["parts"]["c"]["status"] == "ok"
+    for n in range(1, rows + 1):     # the file grew one measured row at a time
+        assert n in on_disk, (n, on_disk)
+    assert on_disk == sorted(on_disk)
 
 
 def test_command_line_deadline_and_bad_arguments(tmp_path):
@@ -232,11 +321,78 @@ def test_part_c_without_time_for_its_epochs_is_incomplete_not_ok(tmp_path):
 
     script = load_script()
     args = script.build_parser().parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
-    deadline = script.Deadline(20, start=time.monotonic())   # under the tiny reserve of 30 s for part d
+    deadline = script.Deadline(31.0, start=time.monotonic())   # 1 s before part d's reserve of 30 s
     ctx = script.Context(args, torch.device("cpu"), deadline)
+    script.load_data(ctx)       # loaded before, so that part c finds its time used up at its first row
     report = _report(script, tmp_path)
-    script.run_parts([("c", lambda rec: script.part_beauty(ctx, rec))], report, deadline)
+    script.run_parts([("c", lambda rec: script.part_beauty(ctx, rec))], report, deadline, ctx=ctx, reserve_for_d=30)
     part = json.loads(report.json_path.read_text())["parts"]["c"]
     assert part["status"] == "incomplete" and "no time left" in part["reason"], part
     assert all("deadline" in row["skipped"] for row in part["result"]["epochs"])
     assert all("no time left" in row["reason"] for row in part["result"]["protocol"])
+
+
+def test_without_the_data_file_it_stops_at_once_in_one_line(tmp_path, monkeypatch, capsys):
+    """Parts c and d need Amazon Beauty: without the file (no --data, no gpu_data/, no cache or mirror) the script
+    stops before any part runs, in one line, exit 2 — not after parts a and b have spent the GPU minutes."""
+    script = load_script()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(script, "REPO", empty)               # no gpu_data/ folder
+    monkeypatch.setenv("TTT4REC_DATA_MIRRORS", str(empty))   # no mirror and an empty cache
+    monkeypatch.setenv("TTT4REC_DATA_DIR", str(empty))
+    for parts in ("abcde", "c", "d"):
+        with pytest.raises(SystemExit) as exit_:
+            script.main(["--device", "cpu", "--parts", parts, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "no Amazon Beauty file for parts c and d" in err, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()          # nothing ran, nothing was written
+    empty_file = tmp_path / "empty.txt"
+    empty_file.write_text("")
+    with pytest.raises(SystemExit):
+        script.main(["--device", "cpu", "--data", str(empty_file), "--out", str(tmp_path / "out")])
+    assert "the file is empty" in capsys.readouterr().err
+
+
+def test_a_cuda_index_beyond_the_gpus_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    import torch
+
+    script = load_script()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--device", "cuda:1", "--parts", "ab", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.strip().splitlines()[-1].endswith("--device cuda:1: must be cuda:0 ... cuda:0 (torch sees 1 CUDA "
+                                                 "GPU(s) here), got cuda:1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_runs_never_share_a_file_and_the_commit_comes_from_the_environment(tmp_path, monkeypatch):
+    script = load_script()
+    first = _report(script, tmp_path)
+    first.doc["started_at"] = "2000-01-01T10:11:12+00:00"
+    first = script.Report(tmp_path, first.doc)
+    first.write()
+    second = script.Report(tmp_path, dict(first.doc))
+    assert first.stem == "2000-01-01-101112-cpu-tiny" and second.stem == "2000-01-01-101112-cpu-tiny-2"
+    monkeypatch.setenv(script.COMMIT_ENV, "0123abc")
+    assert script.commit_record() == {"git_commit": "0123abc",
+                                      "git_commit_from": f"environment variable {script.COMMIT_ENV}"}
+    monkeypatch.setenv(script.COMMIT_ENV, "COMMIT")   # the placeholder left in by mistake: recorded, flagged
+    assert "replace COMMIT" in script.commit_record()["git_commit_note"]
+
+
+def test_the_source_digest_names_the_code(tmp_path):
+    script = load_script()
+    for name in ("ttt4rec_edu/a.py", "ttt4rec_edu/sub/b.py", "scripts/gpu_check.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    first = script.source_digest(tmp_path)
+    (tmp_path / "ttt4rec_edu" / "notes.txt").write_text("not source")
+    assert script.source_digest(tmp_path) == first
+    (tmp_path / "ttt4rec_edu" / "sub" / "b.py").write_text("changed")
+    assert script.source_digest(tmp_path) != first
+
