@@ -6,9 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from ttt4rec_edu.gpu_results import (GpuResultsError, calibration, comparison_tables, describe, headline_table,
-                                     load_gpu_results, measured_epochs, newest_gpu_results, part_status,
-                                     recalibrate)
+from ttt4rec_edu.gpu_results import (GpuResultsError, calibration, comparison_tables, describe, gpu_result_files,
+                                     headline_table, is_gpu_run, load_gpu_results, measured_epochs,
+                                     newest_gpu_results, part_status, recalibrate)
 
 FAKE_DEVICE = "FAKE TEST GPU (written by tests/test_gpu_results.py, nothing measured)"
 
@@ -131,3 +131,29 @@ def test_calibration_refuses_an_epoch_on_other_data():
     doc["parts"]["c"]["result"]["data"] = {"name": "tiny synthetic", "items": 30, "max_len": 8}
     with pytest.raises(GpuResultsError, match="Amazon Beauty's 12,101 items"):
         calibration(doc, train_gflop={"sasrec": 0.5})
+
+
+def test_a_cpu_run_is_never_shown_as_a_gpu_measurement(tmp_path):
+    """scripts/gpu_check.py also runs on a CPU (--device cpu): such a file is not a GPU result. It is left out of the
+    files and the newest one, and the calibration refuses it by name."""
+    cpu = fake_doc("2001-05-01", "2001-05-01T00:00:00+00:00")
+    cpu["device"] = {"type": "cpu", "name": "x86_64", "slug": "cpu"}
+    write(tmp_path, "2001-05-01-000000-cpu.json", cpu)
+    assert newest_gpu_results(tmp_path) is None
+    write(tmp_path, "2001-02-03-fake.json", fake_doc())
+    assert newest_gpu_results(tmp_path)["date"] == "2001-02-03"     # the older CUDA run, not the newer CPU one
+    assert [d["device"]["type"] for d in gpu_result_files(tmp_path)] == ["cuda"]
+    assert not is_gpu_run(cpu) and is_gpu_run(fake_doc()) and not is_gpu_run(fake_doc(tiny=True))
+    with pytest.raises(GpuResultsError, match="measured on 'cpu', not on a CUDA GPU"):
+        calibration(load_gpu_results(tmp_path / "2001-05-01-000000-cpu.json"), train_gflop={"sasrec": 0.5})
+
+
+def test_a_targeted_rerun_of_one_part_does_not_replace_the_full_run(tmp_path):
+    write(tmp_path, "2001-02-03-100000-fake.json", fake_doc())
+    rerun = fake_doc(started="2001-02-03T10:20:00+00:00")
+    rerun["settings"] = {"parts": "b"}
+    write(tmp_path, "2001-02-03-102000-fake.json", rerun)
+    assert len(gpu_result_files(tmp_path)) == 2                          # both listed
+    assert newest_gpu_results(tmp_path)["path"].endswith("100000-fake.json")
+    (tmp_path / "2001-02-03-100000-fake.json").unlink()
+    assert newest_gpu_results(tmp_path)["path"].endswith("102000-fake.json")   # the only one left

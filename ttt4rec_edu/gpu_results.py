@@ -3,7 +3,9 @@
 ``scripts/gpu_check.py`` writes ``book/results/gpu/<date>-<device>.json`` (and a markdown summary) on a GPU
 machine: per model, one Amazon Beauty training epoch at the paper's batch 2048 (samples/s, peak memory), a
 full-sort evaluation, the TTT layer's timings and three headline ratios. This module reads the newest such file
-(:func:`newest_gpu_results`; tiny smoke runs, marked ``"tiny": true``, are never used) and sets its numbers
+(:func:`newest_gpu_results`: a run of every part before a targeted rerun of one; tiny smoke runs, marked
+``"tiny": true``, and runs on any device but a CUDA GPU are never used, and :func:`calibration` refuses them) and
+sets its numbers
 beside :func:`ttt4rec_edu.estimate.estimate_costs`, which divides counted FLOPs by an *assumed* sustained
 throughput (``ESTIMATE_GPU_TFLOPS``):
 
@@ -57,26 +59,52 @@ def load_gpu_results(path: PathLike) -> Dict[str, Any]:
     return {**doc, "path": str(path)}
 
 
+def is_gpu_run(doc: Mapping[str, Any]) -> bool:
+    """A real measurement on a CUDA GPU: not a tiny smoke run, and the device type is ``cuda``."""
+    return not doc.get("tiny") and (doc.get("device") or {}).get("type") == "cuda"
+
+
+def ran_every_part(doc: Mapping[str, Any]) -> bool:
+    """The run selected every part (not a targeted rerun such as ``--parts c``; files without the setting are
+    from before it existed and ran every part)."""
+    selected = (doc.get("settings") or {}).get("parts") or "abcde"
+    return set("abcd") <= set(selected)
+
+
 def gpu_result_files(folder: Optional[PathLike] = None) -> List[Dict[str, Any]]:
-    """Every non-tiny results file in ``folder`` (default :data:`DEFAULT_DIR`), oldest first (by start time)."""
+    """Every results file in ``folder`` (default :data:`DEFAULT_DIR`) measured on a CUDA GPU (:func:`is_gpu_run`:
+    tiny smoke runs and CPU runs are left out), oldest first (by start time)."""
     folder = Path(DEFAULT_DIR if folder is None else folder)
     if not folder.is_dir():
         return []
     docs = [load_gpu_results(p) for p in sorted(folder.glob("*.json"))]
-    docs = [d for d in docs if not d.get("tiny")]
+    docs = [d for d in docs if is_gpu_run(d)]
     return sorted(docs, key=lambda d: (str(d.get("started_at", d["date"])), d["path"]))
 
 
 def newest_gpu_results(folder: Optional[PathLike] = None) -> Optional[Dict[str, Any]]:
-    """The newest non-tiny results file in ``folder``, or ``None`` when nothing was measured yet."""
+    """The newest CUDA results file in ``folder`` that ran every part (a targeted rerun of one part only when no
+    such run exists), or ``None`` when nothing was measured on a GPU yet."""
     docs = gpu_result_files(folder)
-    return docs[-1] if docs else None
+    full = [d for d in docs if ran_every_part(d)]
+    return (full or docs)[-1] if docs else None
+
+
+def check_gpu_run(doc: Mapping[str, Any]) -> None:
+    """Raise :class:`GpuResultsError` unless ``doc`` was measured on a CUDA GPU (a CPU run is never shown as a
+    GPU measurement)."""
+    if not is_gpu_run(doc):
+        kind = "a tiny smoke run" if doc.get("tiny") else f"measured on {(doc.get('device') or {}).get('type')!r}"
+        raise GpuResultsError(f"{doc.get('path', 'the results')}: {kind}, not on a CUDA GPU; it is not a GPU "
+                              "measurement")
 
 
 def describe(doc: Mapping[str, Any]) -> str:
-    """``"measured on NVIDIA H200 (cuda), 2026-12-01, torch 2.11.0, by python scripts/gpu_check.py ..."``."""
+    """``"measured on NVIDIA H200 (cuda), 2026-12-01, torch 2.11.0, commit 1a2b3c4, by python3 scripts/gpu_check.py
+    ..."``."""
     dev, env = doc["device"], doc.get("environment", {})
-    return (f"measured on {dev.get('name')} ({dev.get('type')}), {doc['date']}, torch {env.get('torch')}, "
+    commit = f", commit {str(env['git_commit'])[:12]}" if env.get("git_commit") else ""
+    return (f"measured on {dev.get('name')} ({dev.get('type')}), {doc['date']}, torch {env.get('torch')}{commit}, "
             f"by {doc.get('command', 'scripts/gpu_check.py')}")
 
 
@@ -127,6 +155,7 @@ def calibration(doc: Mapping[str, Any], train_gflop: Optional[Mapping[str, float
     """
     from .estimate import ESTIMATE_GPU_TFLOPS
 
+    check_gpu_run(doc)
     assumed = float(ESTIMATE_GPU_TFLOPS if assumed_tflops is None else assumed_tflops)
     epochs = measured_epochs(doc)
     data = ((doc["parts"].get("c") or {}).get("result") or {}).get("data") or {}
@@ -201,6 +230,7 @@ def _batch(doc: Mapping[str, Any]) -> Any:
     return ((doc["parts"].get("c") or {}).get("result") or {}).get("batch_size", "?")
 
 
-__all__ = ["DEFAULT_DIR", "GpuResultsError", "load_gpu_results", "gpu_result_files", "newest_gpu_results",
+__all__ = ["DEFAULT_DIR", "GpuResultsError", "load_gpu_results", "is_gpu_run", "ran_every_part", "check_gpu_run",
+           "gpu_result_files", "newest_gpu_results",
            "describe", "part_status", "headline_table", "measured_epochs", "beauty_train_gflop", "calibration",
            "recalibrate", "comparison_tables"]
