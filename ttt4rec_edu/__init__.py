@@ -13,6 +13,7 @@ Data (``ttt4rec_edu.data``: the package's face re-exports what a reader needs)
 - ``ttt4rec_edu.data.filtering``     the paper's filters (repeated until stable), timestamps, user sequences
 - ``ttt4rec_edu.data.download``      cache, mirror folders, resumable sha256-checked download
 - ``ttt4rec_edu.data.synthetic``     users whose interests drift (chapter 11's laboratory)
+- ``ttt4rec_edu.data.synthetic_history``  users whose own history matters, and their oracle (chapter 11)
 - ``ttt4rec_edu.data.registry``      the paper's datasets, ``load_dataset`` and ``load_data_source``
 - ``ttt4rec_edu.data.stats``         Table 1's statistics
 
@@ -45,6 +46,7 @@ Experiments and reading results
 - ``ttt4rec_edu.gpu_results``        measured GPU results beside those estimates
 - ``ttt4rec_edu.analysis``           learning curves, per-sample comparisons, intervals (chapter 9)
 - ``ttt4rec_edu.drift_study``        when does adapting help? three arms on synthetic drift (chapter 11)
+- ``ttt4rec_edu.history_study``      every arm against the oracle over repeats, taste and its drift (chapter 11)
 - ``ttt4rec_edu.viz``                pictures and explorers of the hidden state W_t (chapter 7)
 
 Teaching

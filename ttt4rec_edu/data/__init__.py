@@ -11,7 +11,8 @@ Modules, from the bottom up:
 - ``registry``: the table of datasets, ``ensure_dataset_file`` (by name), ``load_dataset`` and
   ``load_data_source`` (the command line's ``--data``);
 - ``stats``: ``dataset_stats``, ``repeat_stats`` (repeat consumption);
-- ``synthetic``: the interest-drift generator ``make_drift_data``.
+- ``synthetic``: the interest-drift generator ``make_drift_data``;
+- ``synthetic_history``: users whose history matters (repeats, taste, taste drift) and their oracle.
 """
 from .errors import (BadValueError, ChecksumError, CompressedFileError, DataError, DownloadError, EmptyFileError,
                      EncodingError, FileFormatError, FilteredOutError, MissingFileError, UnknownDatasetError)
@@ -25,6 +26,7 @@ from .download import default_cache_dir, download_file, find_or_download, sha256
 from .registry import DATASETS, ensure_dataset_file, get_dataset_info, load_data_source, load_dataset
 from .stats import dataset_stats, repeat_stats
 from .synthetic import make_drift_data
+from .synthetic_history import make_history_data, oracle_ranks, steps_since_switch
 
 __all__ = ["LEAVE_ONE_OUT", "SampleSet", "SequenceData", "Splits", "build_splits", "parse_split",
            "split_counts",
@@ -35,4 +37,5 @@ __all__ = ["LEAVE_ONE_OUT", "SampleSet", "SequenceData", "Splits", "build_splits
            "sort_times",
            "default_cache_dir", "download_file", "ensure_dataset_file", "find_or_download", "sha256_of",
            "DATASETS", "DatasetInfo", "get_dataset_info", "load_data_source", "load_dataset",
-           "dataset_stats", "repeat_stats", "make_drift_data"]
+           "dataset_stats", "repeat_stats", "make_drift_data", "make_history_data", "oracle_ranks",
+           "steps_since_switch"]
