@@ -491,6 +491,38 @@ ARMS = {
 }
 
 
+
+def crossover(df, control="TTT4Rec, fixed W0", quantile=None, rule="interval", largest=False, dtype=np.float64):
+    """The smallest repeat rate whose paired 95% t interval of TTT4Rec − control lies above 0, by hand."""
+    from ttt4rec_edu.analysis import student_t_quantile
+    found = []
+    for rho, part in df.astype({"ndcg@10": dtype}).groupby("repeat"):
+        wide = part.pivot(index="seed", columns="arm", values="ndcg@10")
+        d = wide["TTT4Rec"] - wide[control]
+        q = student_t_quantile(0.975, len(d) - 1) if quantile is None else quantile
+        low = d.mean() - q * d.std(ddof=1) / math.sqrt(len(d))
+        if (low if rule == "interval" else d.mean()) > 0:
+            found.append(float(rho))
+    return (max(found) if largest else min(found)) if found else None
+
+
+def crossover_library(df):
+    from ttt4rec_edu.history_study import paired_differences
+    table = paired_differences(df, [("TTT4Rec", "TTT4Rec, fixed W0")], by=["repeat"]).reset_index()
+    above = table[table["low"] > 0]["repeat"]
+    return float(above.min()) if len(above) else None
+
+
+CROSSOVER = {
+    "correct": [crossover, crossover_library, lambda df: crossover(df, dtype=np.float32)],
+    "wrong": [
+        (lambda df: crossover(df, control="TTT4Rec, η=0 at test"), ["fixed W0", "mismatch"]),
+        (lambda df: crossover(df, rule="mean"), ["lower end"]),
+        (lambda df: crossover(df, quantile=1.959964), ["Student"]),
+        (lambda df: crossover(df, largest=True), ["smallest"]),
+    ],
+}
+
 # ------------------------------------------------------------------------------------ capstone: TTT-Linear dual
 
 def _capstone(**flags):
@@ -566,7 +598,7 @@ CASES = {
     "check_online_ttt_linear": ONLINE, "check_token_scale": TOKEN_SCALE, "check_meta_grad_linear": META,
     "check_ttt_block_params": BLOCK, "check_append_mask_token": APPEND, "check_delta_w_norms": DELTA_W,
     "check_metric_by_length": LENGTH, "check_logits_memory": LOGITS, "check_seed_summary": SEEDS,
-    "check_paired_gain": PAIRED, "check_arm_interval": ARMS,
+    "check_paired_gain": PAIRED, "check_arm_interval": ARMS, "check_repeat_crossover": CROSSOVER,
 }
 for _name, _case in (("check_ttt_linear_dual", CAPSTONE), ("check_float32_collision", FLOAT32),
                      ("check_hr_with_ties", TIES)):

@@ -8,7 +8,9 @@ reference solutions and fails the usual mistakes with the specific hint.
   check_seed_summary, mean ± sample std over seeds per cell of a results.csv: the library's own answers pass;
 - check_paired_gain (chapter 11), the per-seed (paired) adaptation gain: the reference and a pandas solution pass;
 - check_arm_interval (chapter 11), adapt − fixed W0 paired by seed with a 95% Student-t interval of the mean: the
-  library's reference and two hand-written solutions (float64 and float32 data) pass.
+  library's reference and two hand-written solutions (float64 and float32 data) pass;
+- check_repeat_crossover (chapter 11), the smallest repeat rate at which TTT4Rec − fixed W0 has a paired 95% t
+  interval above 0 (or None): the library's paired_differences passes, and each usual mistake gets its hint.
 """
 import math
 
@@ -20,7 +22,7 @@ import torch
 from ttt4rec_edu.analysis import length_buckets, metric_by_group, student_t_quantile
 from ttt4rec_edu.drift_study import adaptation_gain, arm_differences
 from ttt4rec_edu.exercises import (ExerciseFailed, check_arm_interval, check_logits_memory, check_metric_by_length,
-                                   check_paired_gain, check_seed_summary)
+                                   check_paired_gain, check_repeat_crossover, check_seed_summary)
 from ttt4rec_edu.exercises.experiments import _LENGTH_CASES, _length_case
 from ttt4rec_edu.losses import choose_chunk, logits_bytes
 
@@ -421,4 +423,39 @@ def test_arm_interval_correct_solutions_pass(solution, capsys):
 def test_arm_interval_wrong_answers_fail_with_a_specific_hint(wrong, hint, monkeypatch):
     monkeypatch.delenv("TTT4REC_STRICT_CHECKS", raising=False)
     result = check_arm_interval(wrong)
+    assert not result.passed and hint in result.message, result.message
+
+
+# ==== chapter 11: check_repeat_crossover ==========================================================================
+
+def crossover_reference(df):
+    from ttt4rec_edu.history_study import paired_differences
+    table = paired_differences(df, [("TTT4Rec", "TTT4Rec, fixed W0")], by=["repeat"]).reset_index()
+    above = table[table["low"] > 0]["repeat"]
+    return float(above.min()) if len(above) else None
+
+
+def crossover_unpaired(df):
+    for rho, part in sorted(df.groupby("repeat"), key=lambda x: x[0]):
+        a = part[part["arm"] == "TTT4Rec"]["ndcg@10"]
+        b = part[part["arm"] == "TTT4Rec, fixed W0"]["ndcg@10"]
+        half = student_t_quantile(0.975, len(a) - 1) * math.sqrt(a.var() + b.var()) / math.sqrt(len(a))
+        if a.mean() - b.mean() - half > 0:
+            return float(rho)
+    return None
+
+
+def test_repeat_crossover_reference_passes(capsys):
+    assert check_repeat_crossover(crossover_reference).passed and "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (crossover_unpaired, "pair the two arms by seed"),
+    (lambda df: 0.6, "return None"),
+    (lambda df: "0.6?", "return a repeat rate or None"),
+    (lambda df: 1 / 0, "ZeroDivisionError"),
+])
+def test_repeat_crossover_wrong_answers_fail_with_a_specific_hint(wrong, hint, monkeypatch):
+    monkeypatch.delenv("TTT4REC_STRICT_CHECKS", raising=False)
+    result = check_repeat_crossover(wrong)
     assert not result.passed and hint in result.message, result.message

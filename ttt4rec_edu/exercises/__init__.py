@@ -71,13 +71,15 @@ check                                the reader's function (or value)           
 ``check_paired_gain(fn)``            ``fn(df: DataFrame) -> (mean, std)`` of the per-seed adaptation gain      11
 ``check_arm_interval(fn)``           ``fn(df: DataFrame) -> (mean, low, high)``: TTT4Rec − fixed W0 per seed,  11
                                      its mean and 95% Student-t interval
+``check_repeat_crossover(fn)``       ``fn(df: DataFrame) -> float or None``: the smallest ``repeat`` where     11
+                                     TTT4Rec − fixed W0 per seed has a 95% t interval above 0
 ===================================  ========================================================================  =======
 """
 from __future__ import annotations
 
 from ._core import STRICT_ENV, ExerciseFailed, ExerciseResult
 from .experiments import (check_arm_interval, check_logits_memory, check_metric_by_length, check_paired_gain,
-                          check_seed_summary)
+                          check_repeat_crossover, check_seed_summary)
 from .foundations import (check_float32_collision, check_hr_with_ties, check_ndcg, check_rope_rotation,
                           check_split_counts)
 from .model_and_baselines import check_append_mask_token, check_delta_w_norms, check_ttt_block_params
@@ -95,5 +97,5 @@ __all__ = [
     "check_ttt_block_params", "check_delta_w_norms", "check_append_mask_token",
     # chapters 9-11
     "check_metric_by_length", "check_logits_memory", "check_seed_summary", "check_paired_gain",
-    "check_arm_interval",
+    "check_arm_interval", "check_repeat_crossover",
 ]

@@ -6,7 +6,9 @@ CPU), chapter 10 (rerunning the paper on a GPU) and chapter 11 (when does test-t
 - ``check_logits_memory`` (10): against :func:`ttt4rec_edu.losses.logits_bytes` and ``choose_chunk``;
 - ``check_seed_summary`` (10): against :func:`ttt4rec_edu.experiments.summarize`;
 - ``check_paired_gain`` (11): the per-seed adaptation gain, as ``ttt4rec_edu.drift_study.adaptation_gain``;
-- ``check_arm_interval`` (11): the paired 95% t interval, as ``ttt4rec_edu.drift_study.arm_differences``.
+- ``check_arm_interval`` (11): the paired 95% t interval, as ``ttt4rec_edu.drift_study.arm_differences``;
+- ``check_repeat_crossover`` (11): the smallest repeat rate at which TTT4Rec is ahead of its fixed-W0 control,
+  as ``ttt4rec_edu.history_study.paired_differences``.
 
 The inputs are seeded tables (numpy, pandas) shaped like the library's own results. The signatures each check
 expects are in the package docstring (:mod:`ttt4rec_edu.exercises`) and in each check's own docstring.
@@ -478,3 +480,76 @@ def check_arm_interval(fn: Callable[[object], Tuple[float, float, float]]) -> Ex
     return _report(ExerciseResult(name, True, "the paired mean and its 95% t interval match for 5 and 8 seeds."))
 
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chapter 11: at which repeat rate does the inner loop overtake its last-item control?
+#
+# ``check_repeat_crossover(fn)``: ``fn(df) -> float or None`` where ``df`` has one row per (repeat, seed, arm)
+# (columns ``repeat``, ``seed``, ``arm`` ∈ ``ttt4rec_edu.history_study.ARMS``, ``ndcg@10``, rows in any order);
+# return the smallest ``repeat`` at which NDCG@10(``"TTT4Rec"``) − NDCG@10(``"TTT4Rec, fixed W0"``), paired by
+# seed, has a 95% Student-t interval entirely above 0, or ``None`` if there is no such ``repeat``
+# (reference: ``ttt4rec_edu.history_study.paired_differences``).
+# ----------------------------------------------------------------------------------------------------------
+
+def _crossover_case(rng, means, spreads):
+    """Rows of three arms over ``repeat`` = 0, 0.2, ... with per-seed differences of exactly the given mean
+    and sample standard deviation; the seeds' levels spread far more than the differences."""
+    n = 5
+    z = rng.standard_normal(n)
+    z = (z - z.mean()) / z.std(ddof=1)
+    frames = []
+    for i, (m, s) in enumerate(zip(means, spreads)):
+        seeds = rng.permutation(np.arange(n))
+        level = rng.uniform(0.2, 0.5, size=n)
+        diff = m + s * z
+        arms = {"TTT4Rec": level + diff, "TTT4Rec, fixed W0": level,
+                "TTT4Rec, η=0 at test": level + diff - 0.05 + rng.normal(0, 0.002, size=n)}
+        for arm, x in arms.items():
+            frames.append(pd.DataFrame({"repeat": round(0.2 * i, 1), "seed": seeds, "arm": arm, "ndcg@10": x}))
+    return pd.concat(frames).sample(frac=1.0, random_state=int(rng.integers(1000))).reset_index(drop=True)
+
+
+def check_repeat_crossover(fn: Callable[[object], Optional[float]]) -> ExerciseResult:
+    """Check ``fn(df) -> float or None``: the smallest ``repeat`` at which TTT4Rec − TTT4Rec, fixed W0 (paired
+    by ``seed``) has a 95% Student-t interval entirely above 0; ``None`` if it never has."""
+    name = "check_repeat_crossover"
+    rng = np.random.default_rng(112)
+    # (means, spreads, expected): repeat 0.2 is above 0 on average only, 0.4 only with the normal 1.96,
+    # 0.6 with Student's t; 0.8 as well (the smallest counts). The second table never crosses.
+    cases = (((-0.002, 0.004, 0.01, 0.02, 0.03), (0.004, 0.008, 0.01, 0.005, 0.005), 0.6),
+             ((0.0, 0.002, -0.001, 0.002, 0.001), (0.01, 0.01, 0.01, 0.01, 0.01), None))
+    for means, spreads, expected in cases:
+        df = _crossover_case(rng, means, spreads)
+        got, error = _call(name, fn, df.copy())
+        where = "on a table that crosses" if expected is not None else "on a table that never crosses"
+        if error is not None:
+            return _report(_fail(name, f"{where}: {error.message}"))
+        if got is not None:
+            try:
+                got = float(got)
+            except (TypeError, ValueError):
+                return _report(_fail(name, f"{where} you returned {got!r}", "return a repeat rate or None."))
+        if (got is None and expected is None) or (got is not None and expected is not None
+                                                  and math.isclose(got, expected, abs_tol=1e-9)):
+            continue
+        if expected is None:
+            hint = "when no repeat rate has an interval above 0, return None: the inner loop never overtakes."
+        elif got is None:
+            hint = ("pair the two arms by seed before the interval (pivot on seed × arm): unpaired, the "
+                    "seed-to-seed level swamps the difference.")
+        elif math.isclose(got, 0.0, abs_tol=1e-9):
+            hint = ('this compares with "TTT4Rec, η=0 at test" (the mismatch); the control is "TTT4Rec, '
+                    'fixed W0".')
+        elif math.isclose(got, 0.2, abs_tol=1e-9):
+            hint = "a mean above 0 is not enough: the lower end of the 95% interval must be above 0."
+        elif math.isclose(got, 0.4, abs_tol=1e-9):
+            hint = ("this is the normal 1.96; with 5 seeds use Student's t with 4 degrees of freedom "
+                    "(ttt4rec_edu.analysis.student_t_quantile(0.975, 4) = 2.776).")
+        elif math.isclose(got, 0.8, abs_tol=1e-9):
+            hint = "return the smallest repeat rate whose interval is above 0, not the largest."
+        else:
+            hint = "per repeat rate: mean ± t_{0.975, n−1} · s / sqrt(n) of the per-seed differences."
+        return _report(_fail(name, f"{where} expected {expected!r}, got {got!r}", hint))
+    return _report(ExerciseResult(name, True, "the crossover is found on a table that crosses and None on one "
+                                              "that never does."))
