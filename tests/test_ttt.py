@@ -124,6 +124,35 @@ def test_dual_with_b1_equals_per_token_online_gd(inner):
         torch.testing.assert_close(getattr(trace_dual, field), getattr(trace_token, field), **TIGHT)
 
 
+@pytest.mark.parametrize("mamba", [False, True])
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+@pytest.mark.parametrize("L,b", CASES + [(50, 8)])
+def test_fast_dual_equals_dual_float64(inner, L, b, mamba):
+    """forward(mode="dual") runs TTTLayer.dual_fast; it computes TTTLayer.dual's numbers (the chapter's reading),
+    outputs and every outer gradient, to 1e-12 in float64."""
+    layer = make_layer(inner, b=b, use_gate=mamba, share_qk=mamba)
+    x = rand_x(L=L).requires_grad_()
+    q, k, v = layer.views(x)
+    lr, tau = layer.learning_rate(x), layer.token_scale()
+    fast, _ = layer.dual_fast(q, k, v, lr, tau)
+    ref, _ = layer.dual(q, k, v, lr, tau)
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    weight = torch.randn_like(ref)
+    inputs = [x] + list(layer.parameters())
+    grads_fast = torch.autograd.grad((fast * weight).sum(), inputs, retain_graph=True, allow_unused=True)
+    grads_ref = torch.autograd.grad((ref * weight).sum(), inputs, allow_unused=True)
+    for (name, _), g_fast, g_ref in zip([("x", x)] + list(layer.named_parameters()), grads_fast, grads_ref):
+        assert (g_fast is None) == (g_ref is None), name
+        if g_ref is not None:
+            torch.testing.assert_close(g_fast, g_ref, rtol=1e-12, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
+    # forward's "dual" is the fast one, and a trace (recorded by the reference) leaves its output unchanged
+    post = layer.post_norm(fast.transpose(1, 2).reshape(x.shape))
+    post = F.gelu(layer.g_proj(x), approximate="tanh") * post if mamba else post
+    assert torch.equal(layer(x), layer.o_proj(post))
+    out, trace = layer(x, mode="dual", return_trace=True)
+    assert torch.equal(out, layer(x)) and isinstance(trace, TTTTrace)
+
+
 def test_token_loop_needs_mini_batch_size_1():
     layer = make_layer("linear", b=4)
     with pytest.raises(ValueError, match="mini_batch_size=1"):

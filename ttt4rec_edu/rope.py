@@ -25,6 +25,8 @@ for float64 inputs they are computed in float64 so that float64 tests stay tight
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 POSITION_MODES = ("minibatch", "sequence")
@@ -58,11 +60,31 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, base: float = 1000.0) -
     omega = rope_frequencies(x.shape[-1], base, dtype=angle_dtype, device=x.device)       # (f/2,)
     angles = positions.to(angle_dtype)[:, None] * omega[None, :]                           # (seq, f/2)
     if x.dtype in (torch.float32, torch.float64):
-        # A pair (a, b) is the complex number a + ib, and turning it by θ is multiplying by e^{iθ}:
-        # (a + ib)(cos θ + i sin θ) = (a cos θ − b sin θ) + i (b cos θ + a sin θ) — the formula above, in one op.
-        pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous())              # (..., seq, f/2)
-        turn = torch.polar(torch.ones_like(angles), angles).to(pairs.dtype)                # e^{i p ω}
-        return torch.view_as_real(pairs * turn).flatten(-2)
+        return rotate_pairs(x, torch.polar(torch.ones_like(angles), angles))
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)                          # half precision
     even, odd = x[..., 0::2], x[..., 1::2]                                                 # (..., seq, f/2)
     return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
+
+
+def rotate_pairs(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+    """``apply_rope`` for float32/float64 ``x (..., seq, f)`` given ``turn = e^{i p ω}``, complex ``(seq, f/2)``
+    (complex64 for float32 ``x``, complex128 for float64).
+
+    A pair (a, b) is the complex number a + ib, and turning it by θ is multiplying by e^{iθ}:
+    (a + ib)(cos θ + i sin θ) = (a cos θ − b sin θ) + i (b cos θ + a sin θ) — the formula above, in one op.
+    """
+    pairs = x.unflatten(-1, (-1, 2))
+    if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]) or pairs.storage_offset() % 2:
+        pairs = pairs.contiguous()          # a complex view needs (real, imag) side by side; most views have it
+    return torch.view_as_real(torch.view_as_complex(pairs) * turn).flatten(-2)
+
+
+@functools.lru_cache(maxsize=64)
+def rope_turns(seq_len: int, mini_batch_size: int, mode: str, head_dim: int, base: float, dtype: torch.dtype,
+               device: torch.device) -> torch.Tensor:
+    """``e^{i p ω}`` for :func:`rope_positions` ``(seq_len, mini_batch_size, mode)``: complex ``(seq_len,
+    head_dim/2)``, angles in ``dtype`` (float32 or float64). Cached: a layer computes its table once, not per call."""
+    with torch.inference_mode(False):     # usable by training even when first asked for inside inference mode
+        omega = rope_frequencies(head_dim, base, dtype=dtype, device=device)
+        angles = rope_positions(seq_len, mini_batch_size, mode, device=device).to(dtype)[:, None] * omega[None, :]
+        return torch.polar(torch.ones_like(angles), angles)

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ttt4rec_edu.rope import POSITION_MODES, apply_rope, rope_positions
+from ttt4rec_edu.rope import POSITION_MODES, apply_rope, rope_positions, rope_turns, rotate_pairs
 
 #: How ``TTTLayer.forward(x, mode=...)`` runs the inner loop (same numbers; "dual" is the default, the fast one).
 MODES = ("dual", "minibatch_loop", "token_loop")
@@ -91,6 +91,16 @@ def ln_fused_l2_bwd(z: torch.Tensor, target: torch.Tensor, gamma: torch.Tensor, 
     z_hat = centered * inv_std
     g_hat = gamma * (gamma * z_hat + beta - target)
     # (f ĝ − Σ ĝ − ẑ Σ(ĝ ẑ)) / (f σ), with the sums written as means
+    return (g_hat - g_hat.mean(dim=-1, keepdim=True) - z_hat * (g_hat * z_hat).mean(dim=-1, keepdim=True)) * inv_std
+
+
+def _ln_l2_grad(z: torch.Tensor, gamma_sq: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """:func:`ln_fused_l2_bwd` with ``γ²`` and ``γ ⊙ (β − target)`` computed by the caller (``ĝ = γ² ẑ + offset``),
+    so a scan computes them once for all its chunks. Same formula, fewer small ops (``TTTLayer.dual_fast``)."""
+    var, mean = torch.var_mean(z, dim=-1, keepdim=True, correction=0)
+    inv_std = torch.rsqrt(var + INNER_LN_EPS)                                           # 1 / σ
+    z_hat = (z - mean) * inv_std
+    g_hat = torch.addcmul(offset, gamma_sq, z_hat)
     return (g_hat - g_hat.mean(dim=-1, keepdim=True) - z_hat * (g_hat * z_hat).mean(dim=-1, keepdim=True)) * inv_std
 
 
@@ -445,8 +455,8 @@ class TTTLayer(nn.Module):
     # -- the pieces of the forward pass -------------------------------------------------------------------------
 
     def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
-        B, L, _ = t.shape
-        return t.reshape(B, L, self.num_heads, self.head_dim).transpose(1, 2)          # (B, nh, L, f)
+        """(B, L, n·f) → (B, n, L, f), a view when it can be."""
+        return t.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
 
     def views(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Test/training/label views q, k, v: (B, nh, L, f), RoPE already applied to q and k."""
@@ -456,12 +466,21 @@ class TTTLayer(nn.Module):
             p = p.transpose(1, 2)                                                       # (B, C, L)
             q = self.conv_q(p)[..., :L].transpose(1, 2)     # left padding + cut = output t sees p_{t−3..t}
             k = self.conv_k(p)[..., :L].transpose(1, 2)
+            qk = torch.cat([q, k], dim=-1)
         else:   # x θ_Q, x θ_K, x θ_V as one matmul (faster than three)
             weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-            q, k, v = F.linear(x, weight).chunk(3, dim=-1)
-        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
-        positions = rope_positions(L, self.mini_batch_size, self.config.rope_positions, device=x.device)
-        return apply_rope(q, positions, self.config.rope_base), apply_rope(k, positions, self.config.rope_base), v
+            qk, v = F.linear(x, weight).split([2 * self.hidden_size, self.hidden_size], dim=-1)
+        qk, v = self._split_heads(qk), self._split_heads(v)            # (B, 2·nh, L, f): q's heads, then k's
+        if qk.dtype in (torch.float32, torch.float64):
+            # apply_rope, with the e^{ipω} table computed once per length (and q, k rotated in one op)
+            turn = rope_turns(L, self.mini_batch_size, self.config.rope_positions, self.head_dim,
+                              float(self.config.rope_base), qk.dtype, x.device)
+            qk = rotate_pairs(qk, turn)
+        else:
+            positions = rope_positions(L, self.mini_batch_size, self.config.rope_positions, device=x.device)
+            qk = apply_rope(qk, positions, self.config.rope_base)
+        q, k = qk.chunk(2, dim=1)
+        return q, k, v
 
     def learning_rate(self, x: torch.Tensor) -> torch.Tensor:
         """η_t = base_lr · sigmoid(x_t·w_h + b_h) / f per head: (B, L, C) → (B, nh, L). Zero when adapt is off."""
@@ -611,6 +630,76 @@ class TTTLayer(nn.Module):
         # f(q_t; W_t) = q_t + LN(f_res(q_t; W_t)), applied to the whole sequence at once
         return q + inner_layer_norm(torch.cat(outputs, dim=2), gamma, beta), recorder
 
+    # -- (c′) the dual form again, arranged for speed: what forward(mode="dual") runs ---------------------------
+
+    def dual_fast(self, q, k, v, lr, tau, trace: bool = False):
+        """The numbers of :meth:`dual` (``tests/test_ttt.py`` checks they agree to 1e-12 in float64, gradients
+        too), arranged for speed rather than for reading; ``forward(mode="dual")`` runs this one (a trace is
+        recorded by :meth:`dual`). The same equations, per inner layer with input rows ``a_j`` and gradients
+        ``g_j`` at the chunk start, queries' input ``U`` and steps ``E = tril(τ_i η_j)``::
+
+            U W_i + c_i = baddbmm(U W + c, E ⊙ (U Aᵀ + 1), G, α = −1)      (output, each token its own W_i)
+            W_next = baddbmm(W, Aᵀ, E_b·ᵀ ⊙ G, α = −1),  c_next = c − Σ_j E_bj g_j
+
+        What differs from :meth:`dual`: batch and heads are flattened into one axis and the chunks are the
+        leading axis, so every chunk is a contiguous block and every product is one ``bmm``/``baddbmm`` (the bias
+        add and the subtraction ride inside the matmul); keys and queries go through ``W`` by two matmuls, not
+        one on a concatenation (no split, so the backward has no concatenation either); the three products with
+        ``G`` stay separate (no coefficient stack); the inner LN's ``γ²`` and ``γ ⊙ (β − (v − k))`` are computed
+        once for all chunks; the last chunk skips the state update nobody reads.
+        """
+        # a trace (for plots) is recorded by the reference; the output stays this method's, so that asking for a
+        # trace never changes the numbers
+        recorder = self.dual(q, k, v, lr, tau, trace=True)[1] if trace else None
+        B, nh, L, f = q.shape
+        BN, b = B * nh, self.mini_batch_size
+        n_chunks = -(-L // b)
+        pad = n_chunks * b - L
+
+        def chunk_major(t: torch.Tensor) -> torch.Tensor:
+            """(B, nh, L, ...) → (n_chunks, B·nh, b, ...), zeros after the end: one contiguous block per chunk."""
+            t = F.pad(t, (0, 0) * (t.dim() - 3) + (0, pad)).reshape(B, nh, n_chunks, b, *t.shape[3:])
+            return t.movedim(2, 0).reshape(n_chunks, BN, b, *t.shape[4:])
+
+        # A short last chunk is padded to b tokens: token i reads only tokens j ≤ i (E is lower-triangular) and
+        # the last chunk's state update is never computed, so the padding changes no number (zeros times zeros).
+        qs, ks, vs, lrs = (chunk_major(t) for t in (q, k, v, lr))
+        gamma, beta = (p[None].expand(B, -1, -1, -1).reshape(BN, 1, f) for p in self._ln_params())
+        layers = [(w[None].expand(B, -1, -1, -1).reshape(BN, *w.shape[1:]),
+                   c[None, :, None].expand(B, -1, -1, -1).reshape(BN, 1, -1))
+                  for w, c in [(self.W1, self.b1)] + ([(self.W2, self.b2)] if self.inner == "mlp" else [])]
+        eta = (tau[:, None] * lrs[..., None, :]).tril()                               # E = tril(τ_i η_j)
+        attn1 = torch.addcmul(eta, eta, qs @ ks.transpose(-1, -2))                    # E ⊙ (Q Kᵀ + 1)
+        eta_last = eta[..., -1:, :].transpose(-1, -2)                                 # E_b·ᵀ: (.., b, 1)
+        ln_offset = gamma * (beta - (vs - ks))                                        # γ ⊙ (β − target)
+        ln_scale = gamma * gamma
+        outputs = []
+        per_chunk = zip(*(t.unbind(0) for t in (qs, ks, attn1, eta, eta_last, ln_offset)))
+        for i, (q_c, k_c, attn1_c, eta_c, eta_last_c, offset_c) in enumerate(per_chunk):
+            (w1, c1) = layers[0]
+            z1 = torch.baddbmm(c1, k_c, w1)                                       # keys through W1
+            u = torch.baddbmm(c1, q_c, w1)                                        # queries through W1
+            if len(layers) == 1:
+                pieces = [(k_c, _ln_l2_grad(z1, ln_scale, offset_c))]
+            else:
+                (w2, c2) = layers[1]
+                h, slope = gelu_with_slope(z1)
+                g2 = _ln_l2_grad(torch.baddbmm(c2, h, w2), ln_scale, offset_c)
+                pieces = [(k_c, torch.bmm(g2, w2.transpose(-1, -2)) * slope), (h, g2)]
+            u = torch.baddbmm(u, attn1_c, pieces[0][1], alpha=-1.0)               # U W1_i + c1_i
+            if len(layers) == 2:
+                x2 = gelu(u)
+                attn2 = torch.addcmul(eta_c, eta_c, torch.bmm(x2, h.transpose(-1, -2)))
+                u = torch.baddbmm(torch.baddbmm(c2, x2, w2), attn2, g2, alpha=-1.0)
+            outputs.append(u)
+            if i == n_chunks - 1:
+                break
+            layers = [(torch.baddbmm(w, a.transpose(-1, -2), eta_last_c * g, alpha=-1.0),      # W − Aᵀ(E_b·ᵀ ⊙ G)
+                       c - (eta_last_c * g).sum(dim=-2, keepdim=True)) for (w, c), (a, g) in zip(layers, pieces)]
+        z = torch.stack(outputs, dim=1).view(B, nh, n_chunks * b, f)[:, :, :L]
+        gamma, beta = self._ln_params()
+        return q + inner_layer_norm(z, gamma, beta), recorder
+
     # -- the whole layer ----------------------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor, mode: str = "dual", return_trace: bool = False):
@@ -622,7 +711,8 @@ class TTTLayer(nn.Module):
         B, L, C = x.shape
         q, k, v = self.views(x)
         lr, tau = self.learning_rate(x), self.token_scale()
-        z, recorder = getattr(self, mode)(q, k, v, lr, tau, trace=return_trace)          # (B, nh, L, f)
+        run = self.dual_fast if mode == "dual" else getattr(self, mode)   # dual_fast: dual's numbers, faster
+        z, recorder = run(q, k, v, lr, tau, trace=return_trace)                          # (B, nh, L, f)
         out = self.post_norm(z.transpose(1, 2).reshape(B, L, C))
         if self.g_proj is not None:
             out = gelu(self.g_proj(x)) * out
