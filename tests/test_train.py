@@ -260,7 +260,11 @@ def test_calculate_loss_is_used_when_defined():
 def test_max_train_batches_and_config_validation():
     splits = tiny_splits()
     result = train(fresh_model(), splits, cfg(epochs=1, max_train_batches=1))
-    assert result["history"][0]["samples_per_s"] > 0
+    first = result["history"][0]
+    assert first["samples_per_s"] > 0
+    # an epoch's time is its training plus its validation; CPU seconds are recorded for both apart
+    assert first["time_s"] == pytest.approx(first["train_s"] + first["valid_s"])
+    assert first["train_cpu_s"] > 0 and first["valid_cpu_s"] > 0
     with pytest.raises(ValueError, match="batch_size"):
         train(fresh_model(), splits, cfg(batch_size=0))
     with pytest.raises(ValueError, match="valid_metric"):

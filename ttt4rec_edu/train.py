@@ -346,7 +346,7 @@ def train_epoch(model: nn.Module, sample_set, optimizer: torch.optim.Optimizer, 
 
         bar = tqdm(total=num_batches, desc=f"epoch {epoch}", unit="batch", leave=False)
     total_loss, seen = 0.0, 0
-    start_time = time.perf_counter()
+    start_time, start_cpu = time.perf_counter(), time.process_time()
     try:
         for step in range(num_batches):
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
@@ -381,7 +381,7 @@ def train_epoch(model: nn.Module, sample_set, optimizer: torch.optim.Optimizer, 
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start_time
     return {"loss": total_loss / max(seen, 1), "samples": seen, "time_s": elapsed,
-            "samples_per_s": seen / max(elapsed, 1e-9)}
+            "cpu_s": time.process_time() - start_cpu, "samples_per_s": seen / max(elapsed, 1e-9)}
 
 
 def _check_finite(value: float, epoch: int, step: int, num_batches: int, config: TrainConfig) -> None:
@@ -504,9 +504,9 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
             epoch = state["epoch"] + 1
             stats = train_epoch(model, splits.train, optimizer, generator, config, device, epoch,
                                 splits.num_items, dist=dist)
-            valid_start = time.perf_counter()
+            valid_start, valid_cpu = time.perf_counter(), time.process_time()
             valid = _evaluate_split(model, splits.valid, config, device, desc=f"valid {epoch}", dist=dist)
-            eval_time = time.perf_counter() - valid_start
+            eval_time, eval_cpu = time.perf_counter() - valid_start, time.process_time() - valid_cpu
             score = valid[config.valid_metric]
             if score >= state["best_metric"]:  # RecBole: ties count as improvement (the later epoch wins)
                 state.update(best_metric=score, best_epoch=epoch, best_state=_cpu_state_dict(model),
@@ -519,7 +519,11 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
             state["train_time_s"] += stats["time_s"] + eval_time
             state["history"].append({"epoch": epoch, "loss": stats["loss"], "valid": valid,
                                      "samples_per_s": stats["samples_per_s"],
-                                     "time_s": stats["time_s"] + eval_time})
+                                     "time_s": stats["time_s"] + eval_time,
+                                     # wall and this process's CPU seconds, training and validation apart
+                                     # (CPU seconds stay meaningful when other work shares the machine)
+                                     "train_s": stats["time_s"], "valid_s": eval_time,
+                                     "train_cpu_s": stats["cpu_s"], "valid_cpu_s": eval_cpu})
             if config.progress:
                 shown = " ".join(f"{k}={v:.4f}" for k, v in valid.items())
                 print(f"epoch {epoch}: loss={stats['loss']:.4f} {shown} "
