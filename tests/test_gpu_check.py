@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -396,3 +397,23 @@ def test_the_source_digest_names_the_code(tmp_path):
     (tmp_path / "ttt4rec_edu" / "sub" / "b.py").write_text("changed")
     assert script.source_digest(tmp_path) != first
 
+
+def test_the_device_command_is_documented_verbatim_everywhere():
+    """One command for the GPU machine: the README, chapter 10 and the script's docstring show exactly the string
+    that tests/test_gpu_rehearsal.py runs (chapter 10 with shell line continuations), with the carried folder and
+    the timeout."""
+    script = load_script()
+    command = script.DEVICE_COMMAND
+    assert command.startswith("set -o pipefail;") and " python3 scripts/gpu_check.py " in command
+    assert '--out "$OUT"' in command and 'tee "$OUT/gpu-check.log"' in command and "install" not in command
+    chapter = json.loads((REPO / "book" / "10_gpu_rerun.ipynb").read_text())
+    chapter_text = "\n".join("".join(cell["source"]) for cell in chapter["cells"])
+    for where, text in (("README.md", (REPO / "README.md").read_text()), ("chapter 10", chapter_text),
+                        ("the docstring", script.__doc__)):
+        joined = re.sub(r"\s*\\\n\s*", " ", text)     # a shell line continuation (the page is 88 wide)
+        assert command in joined, where
+        assert 'carry=["gpu_data"]' in text and f"timeout_s={script.DEVICE_TIMEOUT_S}" in text, where
+    assert script.device_command("abc1234").count("GPU_CHECK_COMMIT=abc1234 ") == 1
+    assert "COMMIT " not in script.device_command("abc1234").replace("GPU_CHECK_COMMIT", "")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "gpu_data/amazon-beauty-5core.txt"], cwd=REPO)
+    assert ignored.returncode == 0      # the carried data folder is never committed
