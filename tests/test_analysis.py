@@ -262,3 +262,20 @@ def test_welch_interval_by_hand():
     assert welch_interval([1, 1], [0, 0]) == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match=">= 2 finite values"):
         welch_interval([0.3], [0.2, 0.1])
+
+
+def test_student_t_quantile_is_the_printed_table_and_refuses_bad_input():
+    from ttt4rec_edu.analysis import mean_interval, student_t_quantile
+
+    # two-sided 95% critical values as printed in every t table
+    for df, value in ((1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (30, 2.042)):
+        assert student_t_quantile(0.975, df) == pytest.approx(value, abs=5e-4)
+    assert student_t_quantile(0.025, 4) == pytest.approx(-2.776, abs=5e-4)   # symmetric
+    assert student_t_quantile(0.5, 3) == pytest.approx(0.0, abs=1e-12)
+    for p, df in ((0.0, 3), (1.0, 3), (0.9, 0), (0.9, 2.5)):
+        with pytest.raises(ValueError):
+            student_t_quantile(p, df)
+    # the interval uses it: mean ± t · s / sqrt(n) of 1, 2, 3 (s = 1, n = 3, t = 4.303)
+    mean, low, high = mean_interval([1.0, 2.0, 3.0])
+    assert (mean, high - mean) == pytest.approx((2.0, 4.303 / math.sqrt(3)), abs=5e-4)
+    assert low == pytest.approx(2 * mean - high)

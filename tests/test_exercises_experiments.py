@@ -243,8 +243,17 @@ def test_seed_summary_reference_and_multiindex_columns_pass(capsys):
 
 
 def test_seed_summary_hand_computed_std():
-    # the sample std the check expects is the ddof=1 one: for 0.1, 0.2, 0.3 it is exactly 0.1
-    assert np.isclose(np.std([0.1, 0.2, 0.3], ddof=1), 0.1)
+    # the check's reference (experiments.summarize) takes the sample std, ddof 1: for one cell whose three seeds
+    # scored 0.1, 0.2, 0.3 it is exactly 0.1 (the population std, 0.0816, is what the check rejects)
+    from ttt4rec_edu.experiments import summarize
+
+    runs = pd.DataFrame({"table": "beauty", "dataset": "amazon-beauty", "split": "3:2:5", "model": "sasrec",
+                         "backbone": "", "inner": "", "adapt_at_test": True, "seed": [0, 1, 2],
+                         **{m: [0.1, 0.2, 0.3] for m in METRICS}})
+    row = summarize(runs).iloc[0]
+    for m in METRICS:
+        assert (row[f"{m}_mean"], row[f"{m}_std"]) == pytest.approx((0.2, 0.1))
+    assert row["seeds"] == 3
 
 
 def _ddof0(runs):

@@ -14,9 +14,10 @@
    single ``all_reduce(SUM)`` (plain all-reduce instead of ``DistributedDataParallel``: the trainer calls the
    model's ``encode``/``calculate_loss`` hooks rather than ``forward``, which DDP's bucketing relies on, and an
    unused parameter needs no special flag here);
-3. **sharded evaluation** — :meth:`DistContext.evaluate` ranks a contiguous shard of the samples per rank,
-   all-gathers the integer ranks in sample order and computes HR/NDCG once from all of them (the same
-   numbers on every rank, so every rank takes the same early-stopping decision);
+3. **sharded evaluation** — the trainer's one evaluation call site (``train._evaluate_split``) ranks a
+   contiguous shard of the samples per rank; :meth:`DistContext.gather_ranks` all-gathers the integer ranks
+   (and the tie counts) in sample order, and HR/NDCG are computed once from all of them under the run's tie
+   policy (the same numbers on every rank, so every rank takes the same early-stopping decision);
 4. **one writer** — only rank 0 (:attr:`DistContext.is_main`) prints, writes checkpoints and ``metrics.json``.
    A resumed run reads the checkpoint on every rank (the folder must be visible to all ranks).
 
@@ -32,13 +33,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-from .metrics import compute_ranks, metrics_from_ranks
 from .utils import resolve_device
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -123,23 +123,6 @@ class DistContext:
         gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
         torch_dist.all_gather(gathered, padded)  # all_gather needs equal shapes: pad, then trim
         return torch.cat([g[:n] for g, n in zip(gathered, sizes)]).cpu()
-
-    def evaluate(self, model: nn.Module, sample_set, ks: Sequence[int] = (10, 50), batch_size: int = 4096,
-                 device=None, item_chunk: Optional[int] = None, memory_budget: Optional[int] = None,
-                 progress: bool = False, desc: str = "eval") -> Dict[str, float]:
-        """:func:`ttt4rec_edu.metrics.evaluate` with the samples sharded over ranks and the ranks gathered."""
-        total = len(sample_set)
-        if total == 0:
-            raise ValueError("cannot evaluate on an empty sample set")
-        shard = torch.tensor_split(torch.arange(total), self.world_size)[self.rank]
-        if len(shard):
-            options = {} if memory_budget is None else {"memory_budget": memory_budget}
-            local = compute_ranks(model, sample_set.subset(shard), batch_size=batch_size, device=device,
-                                  item_chunk=item_chunk, progress=progress and self.is_main, desc=desc,
-                                  **options)
-        else:
-            local = torch.empty(0, dtype=torch.long)
-        return metrics_from_ranks(self.gather_ranks(local, total), ks)
 
 
 def init_from_env(device: str = "auto") -> Optional[DistContext]:
