@@ -168,7 +168,8 @@ class _Alarm:
         self.active = hasattr(signal, "setitimer") and _in_main_thread()
 
     def _fire(self, signum, frame):
-        raise DeadlineReached(f"deadline: {self.why} ran out during part {self.part} (stopped by the alarm)")
+        where = "" if f"part {self.part}" in self.why else f" during part {self.part}"
+        raise DeadlineReached(f"deadline: {self.why} ran out{where} (stopped by the alarm)")
 
     def __enter__(self):
         if self.active:
@@ -312,7 +313,8 @@ def headline(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
     add("fp32_vs_bf16_ttt4rec_epoch", f"TTT4Rec epoch fp32 / bf16 autocast ({where})",
         _ratio(ttt and ttt["epoch_s"], bf16.get("epoch_s")),
         "wall time of one training epoch each, part c, same run",
-        bf16.get("reason") or "not measured: run with --bf16 on CUDA")
+        bf16.get("reason") or ("not measured: part c stopped before the bf16 epoch" if c.get("epochs")
+                               else "not measured: run with --bf16 on CUDA"))
     return rows
 
 

@@ -322,10 +322,10 @@ def test_part_c_without_time_for_its_epochs_is_incomplete_not_ok(tmp_path):
 
     script = load_script()
     args = script.build_parser().parse_args(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
-    deadline = script.Deadline(31.0, start=time.monotonic())   # 1 s before part d's reserve of 30 s
-    ctx = script.Context(args, torch.device("cpu"), deadline)
+    ctx = script.Context(args, torch.device("cpu"), script.Deadline(120, start=time.monotonic()))
     script.load_data(ctx)       # loaded before, so that part c finds its time used up at its first row
     report = _report(script, tmp_path)
+    deadline = script.Deadline(31.0, start=time.monotonic())   # 1 s before part d's reserve of 30 s
     script.run_parts([("c", lambda rec: script.part_beauty(ctx, rec))], report, deadline, ctx=ctx, reserve_for_d=30)
     part = json.loads(report.json_path.read_text())["parts"]["c"]
     assert part["status"] == "incomplete" and "no time left" in part["reason"], part
