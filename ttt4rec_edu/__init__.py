@@ -45,7 +45,7 @@ Experiments and reading results
 - ``ttt4rec_edu.estimate``           what a table will cost on a GPU, from counted FLOPs
 - ``ttt4rec_edu.gpu_results``        measured GPU results beside those estimates
 - ``ttt4rec_edu.analysis``           learning curves, per-sample comparisons, intervals (chapter 9)
-- ``ttt4rec_edu.drift_study``        when does adapting help? three arms on synthetic drift (chapter 11)
+- ``ttt4rec_edu.drift_study``        three TTT4Rec arms on synthetic interest drift (Markov in the last item)
 - ``ttt4rec_edu.history_study``      every arm against the oracle over repeats, taste and its drift (chapter 11)
 - ``ttt4rec_edu.viz``                pictures and explorers of the hidden state W_t (chapter 7)
 

@@ -1,4 +1,7 @@
-"""When does test-time training help? A small experiment grid on synthetic interest drift (book chapter 11).
+"""Three TTT4Rec arms on synthetic interest drift (``make_drift_data``): a small experiment grid.
+
+On this data the next item depends on the last item only, so it cannot show what reading the history is
+worth; book chapter 11 uses :mod:`ttt4rec_edu.history_study` on users whose history matters instead.
 
 One *run* = one setting of :class:`StudyConfig` and one seed:
 
