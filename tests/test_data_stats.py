@@ -36,3 +36,11 @@ def test_repeat_stats_matches_a_brute_force_count():
 def test_repeat_stats_rejects_a_bad_window():
     with pytest.raises(ValueError, match="positive integer"):
         repeat_stats(SequenceData([[1, 2]], num_items=2), max_len=0)
+
+
+def test_repeat_stats_takes_splits_already_built():
+    data = SequenceData([[1, 2, 1, 3, 2], [4, 4, 5, 6]], num_items=6)
+    splits = build_splits(data, max_len=3, split="3:2:5")
+    assert repeat_stats(data, splits, 3) == repeat_stats(data, "3:2:5", 3)
+    with pytest.raises(ValueError, match="max length 3, not 4"):
+        repeat_stats(data, splits, 4)

@@ -10,7 +10,7 @@ from typing import Dict, Union
 import numpy as np
 import pandas as pd
 
-from .protocol import SequenceData, build_splits
+from .protocol import SequenceData, Splits, build_splits
 
 
 def dataset_stats(data: Union[SequenceData, pd.DataFrame]) -> Dict[str, float]:
@@ -60,16 +60,21 @@ def repeat_stats(data: SequenceData, split="3:2:5", max_len: int = 50) -> Dict[s
     - ``targets_in_context``: the same share over every sample (every prefix of every user);
     - ``users_with_repeat``: the share of users with at least one item that occurs twice in their sequence;
     - ``test_targets``: how many test targets the first share is over.
+
+    ``split`` may also be the :class:`Splits` already built from ``data`` with this ``max_len`` (no second split).
     """
     if int(max_len) != max_len or max_len <= 0:
         raise ValueError(f"max length must be a positive integer, got {max_len!r}")
+    if isinstance(split, Splits) and split.max_len != int(max_len):
+        raise ValueError(f"the splits were built with max length {split.max_len}, not {max_len}")
     prev = previous_occurrence(data)
     in_context = (prev >= 0) & (prev >= np.arange(prev.size) - int(max_len))
     lengths = np.fromiter((len(s) for s in data.sequences), dtype=np.int64, count=data.num_users)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if data.num_users else np.zeros(0, np.int64)
     is_target = np.ones(prev.size, dtype=bool)
     is_target[starts[lengths > 0]] = False                   # a user's first item is nobody's target
-    test = build_splits(data, max_len=int(max_len), split=split).test.target_index.numpy()
+    splits = split if isinstance(split, Splits) else build_splits(data, max_len=int(max_len), split=split)
+    test = splits.test.target_index.numpy()
     user = np.repeat(np.arange(data.num_users), lengths)
     repeaters = np.unique(user[prev >= 0]).size
     return {
