@@ -50,7 +50,8 @@ def _build_recorder(num_items, max_len, **overrides):
 @pytest.fixture
 def recorder(monkeypatch):
     """Register ``cli-test-recorder`` for one test only (other test files see the real registry)."""
-    monkeypatch.setitem(models_module._REGISTRY, "cli-test-recorder", _build_recorder)
+    info = models_module.ModelInfo("cli-test-recorder", _build_recorder, config=None, display="Recorder")
+    monkeypatch.setitem(models_module._REGISTRY, "cli-test-recorder", info)
     RecorderModel.received.clear()
     return RecorderModel
 

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from ttt4rec_edu.baselines import BASELINES, PopularityRecommender
-from ttt4rec_edu.models import (ParameterCount, available_models, build_model, check_batch, model_config_class,
-                                parameter_summary)
+from ttt4rec_edu import models
+from ttt4rec_edu.models import (ParameterCount, available_models, baseline_names, build_model, check_batch,
+                                model_config_class, model_info, parameter_summary, reference_names)
 
 NUM_ITEMS, MAX_LEN = 20, 8
 MODELS = available_models()
@@ -31,8 +32,9 @@ def batch(b=3, width=MAX_LEN):
 def test_each_model_registers_the_config_class_its_options_fill(name):
     """The command line reads an option's type from this class: it must be the class of the built model's config."""
     model, config_class = make(name), model_config_class(name)
-    if name == "pop":
-        assert config_class is None
+    if config_class is None:   # a model without a config takes no options
+        with pytest.raises(TypeError, match="takes no options"):
+            build_model(name, NUM_ITEMS, MAX_LEN, hidden_size=8)
         return
     built = getattr(model, "config", None) or model.cfg
     assert type(built) is config_class
@@ -45,7 +47,11 @@ def test_an_unknown_model_has_no_config_class():
 
 def test_pop_is_a_baseline_module_but_not_one_of_the_papers_five():
     assert "pop" in MODELS and isinstance(build_model("pop", NUM_ITEMS, MAX_LEN), PopularityRecommender)
-    assert "pop" not in BASELINES and len(BASELINES) == 5
+    assert "pop" not in BASELINES and reference_names() == ("pop",)
+    # the paper's five, in the order they were published (the tables' order), each with the paper's name
+    assert BASELINES == baseline_names() == ("gru4rec", "narm", "sasrec", "bert4rec", "mamba4rec")
+    assert [model_info(n).display for n in BASELINES + ("pop", "ttt4rec")] == \
+        ["GRU4Rec", "NARM", "SASRec", "BERT4Rec", "Mamba4Rec", "Pop", "TTT4Rec"]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -134,3 +140,82 @@ def test_parameter_summary_rows_add_up_at_every_depth(name):
         assert summary.total == distinct == sum(row.total for row in summary.rows)
         assert summary.trainable == summary.total
         assert list(summary)[-1] == ("total", distinct)
+
+
+# ------------------------------------------------------------------------------------------- a new model, one file
+TOY_MODULE = '''"""ToyRec: the mean of the history's item embeddings scored against every item (a new model)."""
+from dataclasses import dataclass
+
+from torch import nn
+
+from ttt4rec_edu.models import ItemScoringModel, check_batch, register_model
+
+
+@dataclass
+class ToyRecConfig:
+    hidden_size: int = 8
+
+
+@register_model("toyrec", config=ToyRecConfig, display="ToyRec", role="baseline", published=2099)
+class ToyRec(ItemScoringModel):
+    def __init__(self, num_items, max_len, cfg=None):
+        super().__init__()
+        self.cfg = cfg or ToyRecConfig()
+        self.num_items, self.max_len = num_items, max_len
+        self.item_embedding = nn.Embedding(num_items + 1, self.cfg.hidden_size, padding_idx=0)
+
+    def encode(self, item_seq, lengths):
+        check_batch(item_seq, lengths, self.num_items, self.max_len)
+        return self.item_embedding(item_seq).sum(1) / lengths.clamp(min=1)[:, None].float()
+
+    def item_table(self):
+        return self.item_embedding.weight
+'''
+
+
+@pytest.fixture
+def toy_package(tmp_path, monkeypatch):
+    """A package of models outside the library holding one new file, toyrec.py, which the registry is told to
+    search like ``ttt4rec_edu.baselines``; the registry is restored afterwards."""
+    import sys
+
+    package = tmp_path / "toy_models"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""Models found by discovery."""\n')
+    (package / "toyrec.py").write_text(TOY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(models, "_SOURCES", dict(models._SOURCES))
+    monkeypatch.setattr(models, "_DISCOVERED", [])
+    monkeypatch.setattr(models, "_MODEL_PACKAGES", models._MODEL_PACKAGES + ("toy_models",))
+    yield "toyrec"
+    for name in ("toy_models", "toy_models.toyrec"):
+        sys.modules.pop(name, None)
+
+
+def test_a_new_model_is_one_new_file(toy_package, capsys):
+    from ttt4rec_edu.cli import main
+    from ttt4rec_edu.experiments import display_name, table_experiments
+
+    name = toy_package
+    assert name in available_models()          # found by discovery, registered by its own file
+    assert baseline_names()[-1] == name and model_info(name).display == "ToyRec"
+    assert type(build_model(name, NUM_ITEMS, MAX_LEN, hidden_size=4).cfg).__name__ == "ToyRecConfig"
+    # the experiments' tables, reproduce --list and the tables' help count it without another edit
+    table2 = [e for e in table_experiments("2") if e.model == name]
+    assert [e.run_key for e in table2] == [f"{d}/3-2-5/toyrec" for d in ("gowalla", "twitch-100k",
+                                                                          "amazon-video-games")]
+    assert display_name(table2[0]) == "ToyRec"
+    assert main(["reproduce", "--table", "4", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "table4/amazon-video-games/6-2-2/toyrec" in listed and "7 experiments × 3 seeds = 21 runs" in listed
+    assert main(["reproduce", "--table", "2", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "ToyRec" in shown and "21 cells × 3 seeds = 63 runs" in shown
+    # and the contract tests hold for it: every test above that runs on each registered model
+    contract = [test for key, test in sorted(globals().items()) if key.startswith("test_")
+                and any(mark.name == "parametrize" and mark.args[0] == "name"
+                        for mark in getattr(test, "pytestmark", []))]
+    assert len(contract) >= 6
+    for test in contract:
+        test(name)

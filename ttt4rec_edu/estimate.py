@@ -1,11 +1,12 @@
 """Cost ESTIMATES: what a table of :mod:`ttt4rec_edu.experiments` will cost on a GPU *before* running it.
 
-:func:`estimate_costs` counts the FLOPs of one training step with ``torch.utils.flop_counter.FlopCounterMode``
-at each dataset's context length and item count, takes the number of samples from the paper's Table 1 (Amazon
-Beauty, which the paper does not have, from :data:`AMAZON_BEAUTY_COUNTS`), and states its assumptions for epochs
-and GPU throughput. Every number it returns is an ESTIMATE and its columns say so; :func:`format_estimate`
-prints it with those assumptions on top (``python -m ttt4rec_edu reproduce --table 2 --estimate``).
-``ttt4rec_edu.gpu_results`` replaces the assumed throughput by one measured on a GPU.
+:func:`estimate_costs` counts the FLOPs of one training step with ``torch.utils.flop_counter.FlopCounterMode`` at
+each dataset's context length and item count, takes the number of samples from the paper's Table 1 (a dataset the
+paper does not have, such as Amazon Beauty, from :data:`COUNTS_NOT_IN_THE_PAPER`; a dataset in neither is an error,
+never another dataset's counts), and states its assumptions for epochs and GPU throughput. Every number it returns
+is an ESTIMATE and its columns say so; :func:`format_estimate` prints it with those assumptions on top (``python -m
+ttt4rec_edu reproduce --table 2 --estimate``). ``ttt4rec_edu.gpu_results`` replaces the assumed throughput by one
+measured on a GPU.
 
 This module reads the experiments (cells, the paper's Table 1); the experiments never need it.
 """
@@ -28,6 +29,7 @@ _PROBE_ITEMS = (1000, 3000)     # two item counts: FLOPs and memory are affine i
 # Amazon Beauty 5-core is not in the paper's Table 1: the counts of the registry's file (amazon-beauty-5core.txt,
 # as `data stats --data amazon-beauty` prints them; tests/test_cli.py checks them on the file when it is there)
 AMAZON_BEAUTY_COUNTS = {"users": 22363, "items": 12101, "interactions": 198502}
+COUNTS_NOT_IN_THE_PAPER = {"amazon-beauty": AMAZON_BEAUTY_COUNTS}
 
 
 def _probe(variant: Tuple[str, Tuple[Tuple[str, str], ...]], num_items: int, max_len: int) -> Dict[str, float]:
@@ -156,16 +158,20 @@ def estimate_costs(table: str, epochs: int = ESTIMATE_EPOCHS, gpu_tflops: float 
         if exp.dataset in stats.index:
             users, items, inter = (int(stats.loc[exp.dataset, k]) for k in ("users", "items", "interactions"))
             source = "paper Table 1 (raw)"
-        else:  # amazon-beauty, not in the paper
-            users, items, inter = (AMAZON_BEAUTY_COUNTS[k] for k in ("users", "items", "interactions"))
-            source = "amazon-beauty 5-core"
+        elif exp.dataset in COUNTS_NOT_IN_THE_PAPER:  # amazon-beauty: not in the paper
+            users, items, inter = (COUNTS_NOT_IN_THE_PAPER[exp.dataset][k]
+                                   for k in ("users", "items", "interactions"))
+            source = f"{exp.dataset} (registry file)"
+        else:
+            raise ExperimentError(f"no user/item/interaction counts for dataset {exp.dataset!r} to estimate with: "
+                                  "it is not in the paper's Table 1 nor in estimate.COUNTS_NOT_IN_THE_PAPER")
         train_share, valid_share, test_share = _split_shares(exp.split)
         samples = inter - users
         train_n, valid_n, test_n = samples * train_share, samples * valid_share, samples * test_share
         variant = _variant_of(exp)
         costs = _affine_costs(variant, max_len)
         per = {k: a + b * items for k, (a, b) in costs.items()}
-        trains = exp.model != "pop"
+        trains = per["params"] > 0   # a model without parameters (pop) is not gradient-trained
         run_flops = (epochs * (train_n * per["train_flops"] * trains + valid_n * per["eval_flops"])
                      + (valid_n + test_n) * per["eval_flops"])
         # memory: logits part of the saved bytes is replaced by the trainer's chunk block when it chunks
@@ -213,5 +219,5 @@ def format_estimate(frame: pd.DataFrame) -> str:
               f"(largest GPU memory need {frame['estimate_gpu_memory_gib'].max():.3g} GiB)")
 
 
-__all__ = ["AMAZON_BEAUTY_COUNTS", "ESTIMATE_BATCH", "ESTIMATE_EPOCHS", "ESTIMATE_GPU_TFLOPS", "estimate_costs",
-           "format_estimate"]
+__all__ = ["AMAZON_BEAUTY_COUNTS", "COUNTS_NOT_IN_THE_PAPER", "ESTIMATE_BATCH", "ESTIMATE_EPOCHS",
+           "ESTIMATE_GPU_TFLOPS", "estimate_costs", "format_estimate"]

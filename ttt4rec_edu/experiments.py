@@ -24,11 +24,12 @@ import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from .baselines import BASELINES
+from .baselines import BASELINES   # noqa: F401  (re-exported; the tables ask the registry, which knows new ones)
+from .models import baseline_names, model_info, reference_names
 from .data.filtering import DEFAULT_TIMESTAMPS
 from .recipes import recipe_of
 from .runner import RECORD_NAME, is_finished
@@ -38,16 +39,43 @@ METRICS = ("hr@10", "hr@50", "ndcg@10", "ndcg@50")
 TABLES = ("2", "3", "4", "beauty")
 RESOURCES = Path(__file__).resolve().parent / "resources"
 
-# registry name → the name the paper's tables use
-PAPER_NAMES = {
-    "gru4rec": "GRU4Rec",
-    "narm": "NARM",
-    "sasrec": "SASRec",
-    "bert4rec": "BERT4Rec",
-    "mamba4rec": "Mamba4Rec",
-    "ttt4rec": "TTT4Rec",
-    "pop": "Pop",
-}
+
+
+class _DisplayNames(Mapping):
+    """Registry name → the name the paper's tables use (``"sasrec"`` → ``"SASRec"``), as each model registered it
+    (``ttt4rec_edu.models.register_model(..., display=...)``); a model registered later is in it too."""
+
+    def __getitem__(self, name: str) -> str:
+        return model_info(name).display
+
+    def __iter__(self) -> Iterator[str]:
+        from .models import available_models
+
+        return iter(available_models())
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+PAPER_NAMES: Mapping[str, str] = _DisplayNames()
+
+
+def _options(model: str) -> Tuple[str, ...]:
+    """Model ``model``'s options (its config's fields); none for a name the registry does not know."""
+    try:
+        return model_info(model).options()
+    except KeyError:
+        return ()
+
+
+def _has_variants(model: str) -> bool:
+    """Whether the model comes in backbone × inner-model variants (TTT4Rec: Tables 2-3)."""
+    return {"backbone", "inner"} <= set(_options(model))
+
+
+def _adapts(model: str) -> bool:
+    """Whether the model adapts at test time, so that adaptation can be switched off (its ``adapt`` option)."""
+    return "adapt" in _options(model)
 PAPER_DATASETS = ("gowalla", "twitch-100k", "amazon-video-games")
 
 
@@ -76,7 +104,7 @@ class Experiment:
     def __post_init__(self) -> None:
         if not self.adapt and not self.adapt_at_test:
             raise ExperimentError("adapt=False already means no adaptation at test; leave adapt_at_test True")
-        if self.model != "ttt4rec" and not (self.adapt and self.adapt_at_test):
+        if not (self.adapt and self.adapt_at_test) and not _adapts(self.model):
             raise ExperimentError(f"{self.model} has no test-time adaptation to switch off")
 
     @property
@@ -84,7 +112,7 @@ class Experiment:
         """``sasrec``, ``ttt4rec-transformer-mlp``, ``ttt4rec-mamba-linear-noadapt``,
         ``ttt4rec-transformer-mlp-fixed-w0``, ..."""
         variant = self.model
-        if self.model == "ttt4rec":
+        if _has_variants(self.model):
             variant += f"-{self.backbone or 'transformer'}-{self.inner or 'mlp'}"
             if not self.adapt_at_test:
                 variant += "-noadapt"
@@ -104,7 +132,7 @@ class Experiment:
         return f"{table}/{self.run_key}"
 
     def model_overrides(self) -> Dict[str, str]:
-        if self.model != "ttt4rec":
+        if not _has_variants(self.model):
             return {}
         overrides = {"backbone": self.backbone or "transformer", "inner": self.inner or "mlp"}
         if not self.adapt:
@@ -121,18 +149,18 @@ def table_experiments(table: str) -> List[Experiment]:
     """All experiments of a table: ``"2"``, ``"3"``, ``"4"`` (the paper's) or ``"beauty"`` (our CPU-scale runs)."""
     table = str(table).lower().removeprefix("table")
     if table == "2":  # six models × three datasets, split 3:2:5
-        return [Experiment("2", d, "3:2:5", m) for d in PAPER_DATASETS for m in BASELINES] + \
+        return [Experiment("2", d, "3:2:5", m) for d in PAPER_DATASETS for m in baseline_names()] + \
                [_ttt("2", d, "3:2:5") for d in PAPER_DATASETS]
     if table == "3":  # TTT4Rec {transformer, mamba} × {linear, mlp}
         return [_ttt("3", d, "3:2:5", b, i) for d in ("gowalla", "amazon-video-games")
                 for b in ("mamba", "transformer") for i in ("linear", "mlp")]
     if table == "4":  # six models, Amazon Video Games, split 6:2:2
-        return [Experiment("4", "amazon-video-games", "6:2:2", m) for m in BASELINES] + \
+        return [Experiment("4", "amazon-video-games", "6:2:2", m) for m in baseline_names()] + \
                [_ttt("4", "amazon-video-games", "6:2:2")]
     if table == "beauty":  # CPU-scale: pop + six models, both splits, and the two no-adaptation arms
         out = []
         for split in ("3:2:5", "6:2:2"):
-            out += [Experiment("beauty", "amazon-beauty", split, m) for m in ("pop",) + BASELINES]
+            out += [Experiment("beauty", "amazon-beauty", split, m) for m in reference_names() + baseline_names()]
             out += [_ttt("beauty", "amazon-beauty", split),
                     _ttt("beauty", "amazon-beauty", split, adapt_at_test=False),
                     _ttt("beauty", "amazon-beauty", split, adapt=False)]
@@ -183,7 +211,7 @@ def paper_row(experiment: Experiment) -> Optional[Dict[str, float]]:
     if not experiment.table.isdigit() or not experiment.adapt_at_test or not experiment.adapt:
         return None
     paper = _paper_table()
-    is_ttt = experiment.model == "ttt4rec"
+    is_ttt = _has_variants(experiment.model)
     match = paper[(paper["table"] == f"table{experiment.table}") & (paper["dataset"] == experiment.dataset)
                   & (paper["split"] == experiment.split) & (paper["model"] == PAPER_NAMES[experiment.model])
                   & (paper["backbone"] == ((experiment.backbone or "transformer") if is_ttt else ""))
@@ -439,7 +467,7 @@ def _with_recipes(results: pd.DataFrame) -> pd.DataFrame:
 
 def _cell_name(row) -> str:
     name = PAPER_NAMES.get(row["model"], row["model"])
-    if row["model"] == "ttt4rec":
+    if _has_variants(row["model"]):
         name += f" ({row['backbone'] or 'transformer'}, {row['inner'] or 'mlp'}"
         if not row.get("adapt", True):
             name += ", fixed W0: trained and tested without adaptation)"

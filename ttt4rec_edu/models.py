@@ -9,9 +9,17 @@ item id; column 0 (padding) is ``-inf`` so it never ranks. Every model checks it
 (one clear ``ValueError`` for a wrong shape, dtype, id or length) and returns an empty ``(0, num_items + 1)``
 table for an empty batch (``B = 0``).
 
-The models register themselves with ``@register_model(name)`` when their module is imported; the registry imports
-the providers lazily on first use: ``ttt4rec_edu.ttt4rec`` (``ttt4rec``) and ``ttt4rec_edu.baselines`` (the five
-baselines of the paper and the ``pop`` reference line). :func:`available_models` lists the names.
+A new model is one new file. A model registers itself when its module is imported: ``@register_model(name,
+config=ItsConfig)`` on the model class (built as ``Class(num_items, max_len, ItsConfig(**overrides))``; a class
+without options gets ``config=None``) or on a factory ``f(num_items, max_len, **overrides)``, with the name the
+tables print (``display``, by default the class's name) and its ``role``: ``"baseline"`` (one of the compared
+models of the paper's tables, ordered by the year it was ``published``), ``"reference"`` (``pop``, the line every
+model must beat) or ``None``. The registry finds the models itself, on first use: ``ttt4rec_edu.ttt4rec`` and every
+module of the ``ttt4rec_edu.baselines`` package (:func:`discover`), so a file dropped there is a model of the
+command line, the experiments' tables and the contract tests without another edit. :func:`available_models` lists
+the names, :func:`baseline_names` the paper's baselines, :func:`model_info` the rest.
+
+Code that depends on what a model can do asks the model (its config's fields, its hooks), never its name.
 
 Optional hooks a model may define (the trainer checks with ``hasattr``):
 
@@ -30,7 +38,10 @@ Helpers shared by the models: :func:`gather_last` (the state at each sequence's 
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import pkgutil
+import typing
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
@@ -38,15 +49,35 @@ import torch
 from torch import nn
 
 ModelFactory = Callable[..., nn.Module]
-_REGISTRY: Dict[str, ModelFactory] = {}
-_CONFIGS: Dict[str, Optional[type]] = {}   # name -> the dataclass its ``overrides`` fill (None: takes none)
+ROLES = ("baseline", "reference", None)
 
-# Modules that register models when imported. Imported lazily so that `import ttt4rec_edu.models`
-# stays cheap and a broken optional model cannot break the others' import.
-_PROVIDERS = (
-    "ttt4rec_edu.ttt4rec",
-    "ttt4rec_edu.baselines",
-)
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows of a model: how to build it and how the tables name and place it."""
+
+    name: str
+    factory: ModelFactory
+    config: Optional[type]          # the dataclass its ``overrides`` fill (None: it takes none)
+    display: str                    # the name the paper's tables print: "SASRec", "TTT4Rec", "Pop"
+    role: Optional[str] = None      # "baseline" | "reference" | None (see the module docstring)
+    published: Optional[int] = None  # a baseline's year: the tables list the baselines in this order
+
+    def options(self) -> Tuple[str, ...]:
+        """The names of the model's options (its config's fields, less those the data sets)."""
+        if self.config is None:
+            return ()
+        return tuple(f.name for f in dataclasses.fields(self.config) if f.name not in ("num_items", "max_len"))
+
+
+_REGISTRY: Dict[str, ModelInfo] = {}
+_SOURCES: Dict[str, object] = {}   # name -> the class or factory that registered it
+_DISCOVERED: List[bool] = []       # set once discover() has imported every model module
+
+# Where the models live: this module and every module of this package are imported on first use (lazily, so that
+# `import ttt4rec_edu.models` stays cheap).
+_MODEL_MODULES = ("ttt4rec_edu.ttt4rec",)
+_MODEL_PACKAGES = ("ttt4rec_edu.baselines",)
 
 
 def check_batch(item_seq: torch.Tensor, lengths: torch.Tensor, num_items: Optional[int] = None,
@@ -112,54 +143,114 @@ class ItemScoringModel(nn.Module):
         return self.score_all(item_seq, lengths)
 
 
-def register_model(name: str, config: Optional[type] = None) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: ``@register_model("sasrec", config=SASRecConfig)`` on a factory ``f(num_items, max_len,
-    **overrides)``; ``config`` is the dataclass the overrides fill (its fields are the model's options, with their
-    types and defaults), ``None`` for a model without options."""
+def _class_factory(name: str, cls: type, config: Optional[type]) -> ModelFactory:
+    """Build ``cls(num_items, max_len, config(**overrides))`` (or ``cls(num_items, max_len)`` without a config)."""
 
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
+    def factory(num_items: int, max_len: int, **overrides) -> nn.Module:
+        if config is None:
+            if overrides:
+                raise TypeError(f"{name} takes no options, got {sorted(overrides)}")
+            return cls(num_items, max_len)
+        return cls(num_items, max_len, config(**overrides))
+
+    return factory
+
+
+def _built_class_name(factory) -> Optional[str]:
+    """The name of the class a factory's return annotation names, if any."""
+    try:
+        hint = typing.get_type_hints(factory).get("return")
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved names nothing
+        return None
+    return hint.__name__ if isinstance(hint, type) else None
+
+
+def register_model(name: str, config: Optional[type] = None, display: Optional[str] = None,
+                   role: Optional[str] = None, published: Optional[int] = None) -> Callable:
+    """Decorator registering a model under ``name``.
+
+    On a model class: ``@register_model("sasrec", config=SASRecConfig, display="SASRec", role="baseline",
+    published=2018)`` builds ``SASRec(num_items, max_len, SASRecConfig(**overrides))``. On a factory ``f(num_items,
+    max_len, **overrides)``: the factory builds it. ``config`` is the dataclass the overrides fill (its fields are
+    the model's options, with their types and defaults), ``None`` for a model without options; ``display`` defaults
+    to the class's name (a factory's: the class its return annotation names); ``role`` and ``published`` place it
+    in the tables (module docstring).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if role == "baseline" and published is None:
+        raise ValueError(f"baseline {name!r} needs the year it was published (the tables' order)")
+
+    def decorator(obj):
+        factory = _class_factory(name, obj, config) if isinstance(obj, type) else obj
+        shown = display or (obj.__name__ if isinstance(obj, type) else _built_class_name(obj)) or name
+        if name in _SOURCES and _SOURCES[name] is not obj:
             raise ValueError(f"model name {name!r} is registered twice")
-        _REGISTRY[name] = factory
-        _CONFIGS[name] = config
-        return factory
+        _SOURCES[name] = obj
+        _REGISTRY[name] = ModelInfo(name, factory, config, shown, role, published)
+        return obj
 
     return decorator
 
 
-def model_config_class(name: str) -> Optional[type]:
-    """The config dataclass whose fields are model ``name``'s options (``None`` when it takes none)."""
-    _load_providers()
+def discover() -> None:
+    """Import every module that holds models (this is how a new file becomes a registered model); once."""
+    if _DISCOVERED:
+        return
+    _DISCOVERED.append(True)
+    try:
+        for module in _MODEL_MODULES:
+            importlib.import_module(module)
+        for package_name in _MODEL_PACKAGES:
+            package = importlib.import_module(package_name)
+            for found in pkgutil.iter_modules(package.__path__):
+                if not found.name.startswith("_"):
+                    importlib.import_module(f"{package_name}.{found.name}")
+    except BaseException:
+        _DISCOVERED.clear()   # the next call tries again (and fails the same way, visibly)
+        raise
+
+
+def model_info(name: str) -> ModelInfo:
+    """What the registry knows of model ``name`` (a ``KeyError`` naming the available ones otherwise)."""
+    discover()
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(available_models())}")
-    return _CONFIGS.get(name)   # a factory put into the registry by hand (tests) declares none
+    return _REGISTRY[name]
 
 
-def _load_providers() -> None:
-    for module in _PROVIDERS:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a provider that does not exist (yet) registers nothing
-            if err.name != module:
-                raise
+def model_config_class(name: str) -> Optional[type]:
+    """The config dataclass whose fields are model ``name``'s options (``None`` when it takes none)."""
+    return model_info(name).config
 
 
 def available_models() -> List[str]:
     """Names accepted by :func:`build_model`, sorted."""
-    _load_providers()
+    discover()
     return sorted(_REGISTRY)
+
+
+def baseline_names() -> Tuple[str, ...]:
+    """The paper's compared baselines, in the order of the year they were published (the tables' order)."""
+    discover()
+    baselines = [info for info in _REGISTRY.values() if info.role == "baseline"]
+    return tuple(info.name for info in sorted(baselines, key=lambda info: (info.published, info.name)))
+
+
+def reference_names() -> Tuple[str, ...]:
+    """The reference lines (``pop``): models every sequential recommender must beat."""
+    discover()
+    return tuple(sorted(info.name for info in _REGISTRY.values() if info.role == "reference"))
 
 
 def build_model(name: str, num_items: int, max_len: int, **overrides) -> nn.Module:
     """Build the model registered as ``name`` for ``num_items`` real items and contexts of ``max_len``."""
-    _load_providers()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    info = model_info(name)
     if num_items < 1:
         raise ValueError(f"num_items must be >= 1, got {num_items}")
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    return _REGISTRY[name](num_items=num_items, max_len=max_len, **overrides)
+    return info.factory(num_items=num_items, max_len=max_len, **overrides)
 
 
 # --------------------------------------------------------------------------------------------------------------

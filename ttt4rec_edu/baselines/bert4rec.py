@@ -83,6 +83,7 @@ def append_token(item_seq: torch.Tensor, lengths: torch.Tensor, token: torch.Ten
     return out, new_lengths
 
 
+@register_model("bert4rec", config=BERT4RecConfig, role="baseline", published=2019)
 class BERT4Rec(ItemScoringModel):
     """``bert4rec``: score_all(item_seq (batch, seq ≤ max_len), lengths (batch,)) → (batch, num_items + 1)."""
 
@@ -157,8 +158,3 @@ class BERT4Rec(ItemScoringModel):
         if chunk is None:
             return full_cross_entropy(query, self.item_table(), item_seq[masked])
         return chunked_cross_entropy(query, self.item_table(), item_seq[masked], chunk=chunk)
-
-
-@register_model("bert4rec", config=BERT4RecConfig)
-def build_bert4rec(num_items: int, max_len: int, **overrides) -> BERT4Rec:
-    return BERT4Rec(num_items, max_len, BERT4RecConfig(**overrides))

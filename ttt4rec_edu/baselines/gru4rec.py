@@ -32,6 +32,7 @@ class GRU4RecConfig:
     dropout_prob: float = 0.3
 
 
+@register_model("gru4rec", config=GRU4RecConfig, role="baseline", published=2016)
 class GRU4Rec(ItemScoringModel):
     """``gru4rec``: score_all(item_seq (batch, seq), lengths (batch,)) → (batch, num_items + 1)."""
 
@@ -58,10 +59,3 @@ class GRU4Rec(ItemScoringModel):
     def item_table(self) -> torch.Tensor:
         """(num_items + 1, embedding_size); row 0 (padding) is scored −inf by ``score_all``."""
         return self.item_embedding.weight
-
-
-
-
-@register_model("gru4rec", config=GRU4RecConfig)
-def build_gru4rec(num_items: int, max_len: int, **overrides) -> GRU4Rec:
-    return GRU4Rec(num_items, max_len, GRU4RecConfig(**overrides))

@@ -298,6 +298,7 @@ class Mamba4RecConfig:
     chunk_size: int = 16
 
 
+@register_model("mamba4rec", config=Mamba4RecConfig, role="baseline", published=2024)
 class Mamba4Rec(ItemScoringModel):
     """``mamba4rec``: score_all(item_seq (batch, seq), lengths (batch,)) → (batch, num_items + 1)."""
 
@@ -335,10 +336,3 @@ class Mamba4Rec(ItemScoringModel):
     def item_table(self) -> torch.Tensor:
         """(num_items + 1, hidden): output scores are ``encode @ item_table().T`` (shared input embedding)."""
         return self.item_embedding.weight
-
-
-
-
-@register_model("mamba4rec", config=Mamba4RecConfig)
-def build_mamba4rec(num_items: int, max_len: int, **overrides) -> Mamba4Rec:
-    return Mamba4Rec(num_items, max_len, Mamba4RecConfig(**overrides))

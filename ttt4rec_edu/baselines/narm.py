@@ -39,6 +39,7 @@ class NARMConfig:
     dropout_probs: Tuple[float, float] = field(default=(0.25, 0.5))
 
 
+@register_model("narm", config=NARMConfig, role="baseline", published=2017)
 class NARM(ItemScoringModel):
     """``narm``: score_all(item_seq (batch, seq), lengths (batch,)) → (batch, num_items + 1)."""
 
@@ -74,10 +75,3 @@ class NARM(ItemScoringModel):
     def item_table(self) -> torch.Tensor:
         """(num_items + 1, embedding_size); row 0 (padding) is scored −inf by ``score_all``."""
         return self.item_embedding.weight
-
-
-
-
-@register_model("narm", config=NARMConfig)
-def build_narm(num_items: int, max_len: int, **overrides) -> NARM:
-    return NARM(num_items, max_len, NARMConfig(**overrides))

@@ -18,6 +18,7 @@ from torch import nn
 from ttt4rec_edu.models import check_batch, register_model
 
 
+@register_model("pop", display="Pop", role="reference")
 class PopularityRecommender(nn.Module):
     """``pop``: score_all(item_seq (batch, seq), lengths (batch,)) → (batch, num_items + 1), history ignored."""
 
@@ -48,10 +49,3 @@ class PopularityRecommender(nn.Module):
     def forward(self, item_seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`score_all`."""
         return self.score_all(item_seq, lengths)
-
-
-@register_model("pop")
-def build_pop(num_items: int, max_len: int, **overrides) -> PopularityRecommender:
-    if overrides:
-        raise TypeError(f"pop takes no options, got {sorted(overrides)}")
-    return PopularityRecommender(num_items, max_len)

@@ -136,6 +136,7 @@ class SASRecConfig:
     initializer_range: float = 0.02
 
 
+@register_model("sasrec", config=SASRecConfig, role="baseline", published=2018)
 class SASRec(ItemScoringModel):
     """``sasrec``: score_all(item_seq (batch, seq ≤ max_len), lengths (batch,)) → (batch, num_items + 1)."""
 
@@ -164,9 +165,3 @@ class SASRec(ItemScoringModel):
     def item_table(self) -> torch.Tensor:
         """(num_items + 1, hidden): the input item embedding, shared as the output table."""
         return self.item_embedding.weight
-
-
-
-@register_model("sasrec", config=SASRecConfig)
-def build_sasrec(num_items: int, max_len: int, **overrides) -> SASRec:
-    return SASRec(num_items, max_len, SASRecConfig(**overrides))

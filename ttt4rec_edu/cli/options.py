@@ -298,8 +298,11 @@ def model_overrides(args) -> Dict[str, Any]:
     if args.inner is not None:
         overrides["inner"] = args.inner
     if args.adapt is not None:
-        if args.model != "ttt4rec":
-            raise CliError(f"--adapt: {args.model} has no test-time adaptation (only ttt4rec has)")
+        from ..models import available_models, model_info
+
+        if "adapt" not in model_info(args.model).options():   # a model adapts at test time when it has the option
+            having = [n for n in available_models() if "adapt" in model_info(n).options()]
+            raise CliError(f"--adapt: {args.model} has no test-time adaptation (only {', '.join(having)} has)")
         overrides["adapt"] = args.adapt
     for key, value in args.model_arg:
         if key in _RESERVED_MODEL_ARGS:

@@ -210,8 +210,8 @@ def _train(args, context) -> int:
 def cmd_model_summary(args) -> int:
     from ..models import parameter_summary
 
-    overrides = model_overrides(args)
     check_model_name(args.model)
+    overrides = model_overrides(args)
     check_model_arg_types(args.model, overrides)
     model = build_model_or_fail(args.model, args.num_items, args.max_len, overrides)
     summary = parameter_summary(model)  # depth 1: the model's top-level submodules, shared tensors counted once
