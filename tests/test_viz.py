@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ttt4rec_edu import viz  # noqa: E402
+from ttt4rec_edu import diagrams, source_view, viz  # noqa: E402
 from ttt4rec_edu.models import build_model  # noqa: E402
 
 N_ITEMS, L = 30, 11
@@ -149,32 +149,32 @@ def test_fold_code_keeps_every_token_and_fits_the_page():
     from ttt4rec_edu.exercises import ttt_layer
     for module in (ttt, ttt_layer, viz):          # long, dense real code
         source = inspect.getsource(module)
-        folded = viz.fold_code(source, width=88)
+        folded = source_view.fold_code(source, width=88)
         assert ast.dump(ast.parse(folded)) == ast.dump(ast.parse(source)), module.__name__
         before = sum(len(line) > 88 for line in source.split("\n"))
         after = sum(len(line) > 88 for line in folded.split("\n"))
         assert after < before, module.__name__
     # code lines (not strings) of the dual form all fit once folded
-    walk = viz.source_lines(ttt.TTTLayer.dual, "def run_chunk", "return u, new_params")
+    walk = source_view.source_lines(ttt.TTTLayer.dual, "def run_chunk", "return u, new_params")
     assert max(len(line) for line in walk.split("\n")) <= 88
     # a trailing comment moves above its line; a long call breaks after a comma inside its brackets
     line = "    value = compute(alpha_parameter, beta_parameter, gamma_parameter)  # a long comment here"
-    assert viz.fold_code(line, 80).split("\n") == [
+    assert source_view.fold_code(line, 80).split("\n") == [
         "    # a long comment here", "    value = compute(alpha_parameter, beta_parameter, gamma_parameter)"]
-    broken = viz.fold_code("x = f(aaaaaaaa, bbbbbbbb, cccccccc, dddddddd)", 30).split("\n")
+    broken = source_view.fold_code("x = f(aaaaaaaa, bbbbbbbb, cccccccc, dddddddd)", 30).split("\n")
     assert len(broken) > 1 and all(len(b) <= 30 for b in broken)
     original = "x = f(aaaaaaaa, bbbbbbbb, cccccccc, dddddddd)"
     assert ast.dump(ast.parse("\n".join(broken))) == ast.dump(ast.parse(original))
     # a comma inside a string is never a break point
     text = 'y = g("a, b, c, d, e, f, g, h, i, j, k, l, m")'
-    assert viz.fold_code(text, 20) == text
+    assert source_view.fold_code(text, 20) == text
 
 
 def test_source_lines_shows_the_real_lines_and_fails_loudly():
     import inspect
 
     from ttt4rec_edu.ttt import TTTLayer
-    text = viz.source_lines(TTTLayer.dual, "def coefficients", "dim=-2)")
+    text = source_view.source_lines(TTTLayer.dual, "def coefficients", "dim=-2)")
     header, *body = text.split("\n")
     lines, first = inspect.getsourcelines(TTTLayer.dual)
     start = next(i for i, line in enumerate(lines) if "def coefficients" in line)
@@ -182,14 +182,14 @@ def test_source_lines_shows_the_real_lines_and_fails_loudly():
     assert body[0] == "def coefficients(u, a, causal_eta):"
     assert "torch.cat(" in text
     with pytest.raises(ValueError, match="no line contains"):
-        viz.source_lines(TTTLayer.dual, "a line that is not there")
+        source_view.source_lines(TTTLayer.dual, "a line that is not there")
     with pytest.raises(ValueError, match="contains"):
-        viz.source_lines(TTTLayer.dual, "def coefficients", "no such end")
+        source_view.source_lines(TTTLayer.dual, "def coefficients", "no such end")
 
 
 def test_nested_function_is_the_library_code():
     from ttt4rec_edu.ttt import TTTLayer
-    coefficients = viz.nested_function(TTTLayer.dual, "coefficients")
+    coefficients = source_view.nested_function(TTTLayer.dual, "coefficients")
     gen = torch.Generator().manual_seed(0)
     n, fan_in = 5, 3
     u, a = torch.randn(n, fan_in, generator=gen), torch.randn(n, fan_in, generator=gen)
@@ -200,9 +200,9 @@ def test_nested_function_is_the_library_code():
     assert torch.allclose(coeff[n:n + fan_in], (E[-1:].T * a).T)              # (E_b· ⊙ A)ᵀ
     assert torch.allclose(coeff[-1], E[-1])                                   # E_b·
     with pytest.raises(ValueError, match="defines no function"):
-        viz.nested_function(TTTLayer.dual, "nope")
+        source_view.nested_function(TTTLayer.dual, "nope")
     with pytest.raises(TypeError, match="enclosing variables"):
-        viz.nested_function(TTTLayer.dual, "run_chunk")
+        source_view.nested_function(TTTLayer.dual, "run_chunk")
 
 
 def test_dual_blocks_is_the_primal_loop_as_rank_one_sum():
@@ -213,7 +213,7 @@ def test_dual_blocks_is_the_primal_loop_as_rank_one_sum():
     eta = 0.1 * torch.rand(b, generator=gen, dtype=torch.float64)
     tau = 1.0 / torch.arange(1, b + 1, dtype=torch.float64)
     G = K @ W + c - V                                       # gradient of ½‖kW + c − v‖² at the output
-    blocks = viz.dual_blocks(Q, K, G, eta, tau)
+    blocks = diagrams.dual_blocks(Q, K, G, eta, tau)
     assert torch.equal(blocks.M, torch.tril(blocks.M))      # causal
     assert torch.allclose(blocks.terms.sum(0), blocks.product)
     assert all(torch.linalg.matrix_rank(term) <= 1 for term in blocks.terms)
@@ -225,15 +225,15 @@ def test_dual_blocks_is_the_primal_loop_as_rank_one_sum():
         primal.append(Q[i] @ W_i + c_i)
     assert torch.allclose(Q @ W + c - blocks.product, torch.stack(primal))
     with pytest.raises(ValueError, match="dual_blocks"):
-        viz.dual_blocks(Q, K[:-1], G, eta, tau)
-    fig = viz.plot_dual_blocks(blocks, show_terms=3)
+        diagrams.dual_blocks(Q, K[:-1], G, eta, tau)
+    fig = diagrams.plot_dual_blocks(blocks, show_terms=3)
     assert len(fig.axes) == 3 + 3 + 1                       # M, G, MG; three terms and the rest
     plt.close(fig)
 
 
 def test_outer_loop_graph_routes_the_outer_gradient_through_the_inner_chain():
     T = 4
-    nodes, edges = viz.outer_loop_graph(T)
+    nodes, edges = diagrams.outer_loop_graph(T)
     names = {n.name for n in nodes}
     assert all(src in names and dst in names for src, dst in edges)
     parents = {}
@@ -257,8 +257,8 @@ def test_outer_loop_graph_routes_the_outer_gradient_through_the_inner_chain():
     # θ reaches W_T only through the views k_t, v_t: remove them and the chain carries nothing from θ
     assert "theta" not in {p for t in range(1, T + 1) for p in parents[f"W{t}"]}
     with pytest.raises(ValueError):
-        viz.outer_loop_graph(0)
-    fig = viz.plot_outer_loop_graph(3)
+        diagrams.outer_loop_graph(0)
+    fig = diagrams.plot_outer_loop_graph(3)
     assert len(fig.axes) == 1
     plt.close(fig)
 
@@ -270,6 +270,13 @@ def test_dual_blocks_without_bias_is_the_bare_dual_form():
     Q, K, V = (torch.randn(b, f, generator=gen, dtype=torch.float64) for _ in range(3))
     eta, tau = torch.full((b,), 0.1, dtype=torch.float64), torch.ones(b, dtype=torch.float64)
     G = K @ W - V
-    blocks = viz.dual_blocks(Q, K, G, eta, tau, bias=False)
+    blocks = diagrams.dual_blocks(Q, K, G, eta, tau, bias=False)
     assert torch.allclose(Q @ W - blocks.product, Q @ W - 0.1 * torch.tril(Q @ K.T) @ G)
-    assert not torch.allclose(blocks.M, viz.dual_blocks(Q, K, G, eta, tau).M)
+    assert not torch.allclose(blocks.M, diagrams.dual_blocks(Q, K, G, eta, tau).M)
+
+
+def test_viz_re_exports_the_chapter_4_and_5_pictures_for_the_book():
+    """Chapters 4-5 call ``viz.show_source``, ``viz.plot_outer_loop_graph``, ...: the same functions."""
+    for module in (source_view, diagrams):
+        for name in module.__all__:
+            assert getattr(viz, name) is getattr(module, name) and name in viz.__all__

@@ -47,6 +47,8 @@ Experiments and reading results
 - ``ttt4rec_edu.analysis``           learning curves, per-sample comparisons, intervals (chapter 9)
 - ``ttt4rec_edu.drift_study``        three TTT4Rec arms on synthetic interest drift (Markov in the last item)
 - ``ttt4rec_edu.history_study``      every arm against the oracle over repeats, taste and its drift (chapter 11)
+- ``ttt4rec_edu.source_view``        the library's own code shown in the book, folded to the page (chapter 4)
+- ``ttt4rec_edu.diagrams``           the dual form's blocks and the outer loop's graph (chapters 4-5)
 - ``ttt4rec_edu.viz``                pictures and explorers of the hidden state W_t (chapter 7)
 
 Teaching
