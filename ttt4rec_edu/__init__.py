@@ -35,6 +35,7 @@ Training and evaluation
 
 - ``ttt4rec_edu.metrics``            full-ranking HR@K / NDCG@K, tie policies, chunked scoring
 - ``ttt4rec_edu.recipes``            named training recipes (``official``, ``cpu6``); a run's recipe from its values
+- ``ttt4rec_edu.checkpoint``         what a checkpoint holds besides the weights: every generator's state
 - ``ttt4rec_edu.train``              the outer loop (``TrainConfig``: the one place training defaults live)
 - ``ttt4rec_edu.runner``             one run set up and run (``run_one``), its folder's rules, "finished"
 - ``ttt4rec_edu.distributed``        data-parallel training under ``torchrun``

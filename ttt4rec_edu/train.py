@@ -28,10 +28,8 @@ writes files. With ``dist=None`` (the default) nothing of this runs: the single-
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
-import random
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,15 +42,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
+from .checkpoint import CHECKPOINT_FORMAT, cpu_state_dict, save_checkpoint, set_rng_state
 from .metrics import (DEFAULT_MEMORY_BUDGET, DEFAULT_TIES, TIE_POLICIES, compute_ranks, has_embedding_hooks,
                       metrics_from_ranks)
 from .recipes import recipe_of
-from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, resolve_device, set_seed
+from .utils import atomic_write_bytes, atomic_write_json, json_safe, npz_bytes, resolve_device, set_seed
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 RANKS_NAME = "test_ranks.npz"  # the rank of every test sample's target, in the test split's sample order
-CHECKPOINT_FORMAT = 1
 
 
 class TrainError(RuntimeError):
@@ -206,42 +204,6 @@ def check_out_dir(out_dir: Path) -> None:
 
 def _trainable_parameters(model: nn.Module) -> List[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def _rng_state(generator: torch.Generator) -> Dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
-        "python": _to_lists(random.getstate()),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
-        "torch": torch.get_rng_state(),
-        "shuffle": generator.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Dict[str, Any], generator: torch.Generator) -> None:
-    random.setstate(_to_tuples(state["python"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["shuffle"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_lists(obj):
-    return [_to_lists(x) for x in obj] if isinstance(obj, (list, tuple)) else obj
-
-
-def _to_tuples(obj):
-    return tuple(_to_tuples(x) for x in obj) if isinstance(obj, (list, tuple)) else obj
-
-
-def _cpu_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _fingerprint(model: nn.Module, splits, config: TrainConfig, run_info: Optional[dict]) -> Dict[str, Any]:
@@ -422,8 +384,8 @@ def _evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: t
             else:
                 ranks, ties = compute_ranks(model, sample_set, progress=config.progress, **options)
             if ranks_out is not None:
-                atomic_write_bytes(ranks_out, _npz_bytes(ranks=ranks.numpy().astype(np.int32),
-                                                         ties=ties.numpy().astype(np.int32)))
+                atomic_write_bytes(ranks_out, npz_bytes(ranks=ranks.numpy().astype(np.int32),
+                                                        ties=ties.numpy().astype(np.int32)))
             return metrics_from_ranks(ranks, config.ks, ties, config.ties)
     finally:
         if not config.adapt_at_test:
@@ -509,7 +471,7 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
             eval_time, eval_cpu = time.perf_counter() - valid_start, time.process_time() - valid_cpu
             score = valid[config.valid_metric]
             if score >= state["best_metric"]:  # RecBole: ties count as improvement (the later epoch wins)
-                state.update(best_metric=score, best_epoch=epoch, best_state=_cpu_state_dict(model),
+                state.update(best_metric=score, best_epoch=epoch, best_state=cpu_state_dict(model),
                              bad_epochs=0)
             else:
                 state["bad_epochs"] += 1
@@ -529,7 +491,7 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
                 print(f"epoch {epoch}: loss={stats['loss']:.4f} {shown} "
                       f"({stats['samples_per_s']:.0f} samples/s)", flush=True)
             if ckpt_path is not None and writes_files:
-                _save_checkpoint(ckpt_path, model, optimizer, generator, fingerprint, state)
+                save_checkpoint(ckpt_path, model, optimizer, generator, fingerprint, state)
         if state["best_state"] is not None:
             model.load_state_dict(state["best_state"])
 
@@ -554,27 +516,8 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
     if dist is not None:
         result["distributed"] = dist.describe()
     if out_path is not None and writes_files:
-        atomic_write_json(out_path / METRICS_NAME, _json_safe(result))
+        atomic_write_json(out_path / METRICS_NAME, json_safe(result))
     return result
-
-
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _save_checkpoint(path: Path, model: nn.Module, optimizer, generator: torch.Generator,
-                     fingerprint: Dict[str, Any], state: Dict[str, Any]) -> None:
-    atomic_torch_save({
-        "format": CHECKPOINT_FORMAT,
-        "fingerprint": json.dumps(fingerprint, sort_keys=True),
-        "model": _cpu_state_dict(model),
-        "optimizer": optimizer.state_dict(),
-        "rng": _rng_state(generator),
-        "state": {**state, "history": json.dumps(state["history"]),
-                  "best_metric": float(state["best_metric"])},
-    }, path)
 
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, generator: torch.Generator,
@@ -594,24 +537,10 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, generator: torch.G
         raise ResumeError(f"checkpoint {path} has optimizer state but the model has no trainable parameters")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    _set_rng_state(ckpt["rng"], generator)
+    set_rng_state(ckpt["rng"], generator)
     state = dict(ckpt["state"])
     state["history"] = json.loads(state["history"])
     return state
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    return obj
 
 
 __all__ = ["TrainConfig", "TrainConfigError", "TrainError", "OutputDirError", "ResumeError", "NonFiniteLossError",

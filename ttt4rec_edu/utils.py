@@ -1,7 +1,9 @@
-"""Small helpers shared by the library: devices, seeding, atomic file writes."""
+"""Small helpers shared by the library: devices, seeding, atomic file writes, JSON- and npz-ready data."""
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import random
 import tempfile
@@ -94,3 +96,25 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def json_safe(obj):
+    """``obj`` ready for ``json``: keys as strings, tuples as lists, NumPy numbers as Python's, NaN/inf as None."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    return obj
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """The bytes of a compressed ``.npz`` holding ``arrays`` (to be written atomically)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
