@@ -107,6 +107,7 @@ DEVICE_COMMAND = (f'set -o pipefail; export {COMMIT_ENV}=COMMIT PYTHONUNBUFFERED
                   f'--device cuda --bf16 --data {DATA_DIR}/{BEAUTY_FILE} --out "$OUT" 2>&1 | tee "$OUT/gpu-check.log"')
 DEVICE_CARRY = [DATA_DIR]
 DEVICE_TIMEOUT_S = 420
+SENT_LIMIT_BYTES = 64 * 2**20  # what the device tool sends at most: the working tree and the carried folder
 # At most this share of the deadline for parts a and b each, so that part c's headline rows always get time;
 # part c runs until part d's reserve (RESERVE_FOR_D_S, at most a quarter of the deadline).
 PART_SHARE = {"a": 0.15, "b": 0.15}
@@ -1237,6 +1238,13 @@ def print_device_command() -> int:
     if _git("status", "--porcelain", "--untracked-files=no"):
         print(f"warning: tracked files differ from {commit}; the record's source_sha256 names the code that ran",
               file=sys.stderr)
+    listed = _git("ls-files", "-co", "--exclude-standard") or ""
+    sent = sum((REPO / name).stat().st_size for name in listed.splitlines() if (REPO / name).is_file())
+    sent += sum(p.stat().st_size for p in (REPO / DATA_DIR).rglob("*") if p.is_file())
+    if sent > SENT_LIMIT_BYTES:
+        print(f"warning: the working tree that travels (tracked and untracked files git does not ignore, plus "
+              f"{DATA_DIR}/) is {sent / 2**20:.0f} MiB, over the device tool's {SENT_LIMIT_BYTES / 2**20:.0f} "
+              "MiB: ignore or remove what is not needed first", file=sys.stderr)
     print(f"carry={json.dumps(DEVICE_CARRY)} timeout_s={DEVICE_TIMEOUT_S}")
     print(device_command(commit))
     return 0

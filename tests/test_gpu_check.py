@@ -417,3 +417,17 @@ def test_the_device_command_is_documented_verbatim_everywhere():
     assert "COMMIT " not in script.device_command("abc1234").replace("GPU_CHECK_COMMIT", "")
     ignored = subprocess.run(["git", "check-ignore", "-q", "gpu_data/amazon-beauty-5core.txt"], cwd=REPO)
     assert ignored.returncode == 0      # the carried data folder is never committed
+
+
+def test_print_device_command_fills_in_the_commit_and_warns_about_the_size(monkeypatch, capsys):
+    script = load_script()
+    if script._git("rev-parse", "--short", "HEAD") is None:
+        pytest.skip("not a git checkout")
+    monkeypatch.setattr(script, "SENT_LIMIT_BYTES", 1)     # anything is too much: the warning must show
+    assert script.main(["--print-device-command"]) == 0
+    out, err = capsys.readouterr()
+    carry, command = out.strip().splitlines()
+    assert carry == f'carry=["gpu_data"] timeout_s={script.DEVICE_TIMEOUT_S}'
+    commit = re.search(r"GPU_CHECK_COMMIT=(\S+) ", command).group(1)
+    assert re.fullmatch(r"[0-9a-f]{7,40}", commit) and command == script.device_command(commit)
+    assert "over the device tool's 0 MiB" in err
