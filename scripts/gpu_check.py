@@ -6,10 +6,10 @@ NVIDIA H100 or H200, 15 minutes of device time in all, its start-up included, no
 3.12 with PyTorch 2.11 + CUDA, numpy, pandas, matplotlib, seaborn and tqdm installed, *not* this package). So the
 script needs nothing but the repository checkout (it puts the repository root on ``sys.path``), reads its data
 from a file you bring along, never touches the network, and stops itself at a global deadline (``--deadline-s``,
-360 s on CUDA by default). Parts run in order, each within its own share of the time (a and b at most 15 % of
-the deadline each, c until part d's reserve), and the report (JSON + markdown) is rewritten after every measured
-row, so a part that fails, a part cut by its time, or a hard kill loses nothing already measured; a failing part
-is recorded and the next part still runs:
+360 s on CUDA by default). Parts run in order, each within its own share of the time (with part c selected,
+a and b at most 15 % of the deadline each; c until part d's reserve), and the report (JSON + markdown) is
+rewritten after every measured row, so a part that fails, a part cut by its time, or a hard kill loses nothing
+already measured; a failing part is recorded and the next part still runs:
 
 a. **models** — every registered model (TTT4Rec in its four backbone × inner variants) forward + backward on
    the device against the CPU, same weights and batch (evaluation mode, no dropout; ``nn.RNNBase`` modules in
@@ -1024,13 +1024,15 @@ def part_report(ctx: Context, rec: Dict[str, Any], report: Report) -> str:
 # ---------------------------------------------------------------------------------------------- the runner
 
 
-def part_deadline(key: str, deadline: Deadline, reserve_for_d: float = 0.0) -> Tuple[Deadline, str]:
-    """Part ``key``'s own deadline, counted from now, and what it is: parts a and b at most :data:`PART_SHARE` of
-    the whole run each, part c until part d's reserve (``reserve_for_d``; 0 when part d does not run), the others
-    the global deadline."""
-    if key in PART_SHARE:
-        end = min(deadline.end, time.monotonic() + PART_SHARE[key] * deadline.seconds)
-        return Deadline.until(end), f"part {key}'s share of the deadline ({PART_SHARE[key]:.0%})"
+def part_deadline(key: str, deadline: Deadline, reserve_for_d: float = 0.0,
+                  shares: Optional[Dict[str, float]] = None) -> Tuple[Deadline, str]:
+    """Part ``key``'s own deadline, counted from now, and what it is: parts a and b at most their ``shares``
+    (default :data:`PART_SHARE`) of the whole run each, part c until part d's reserve (``reserve_for_d``; 0 when
+    part d does not run), the others the global deadline."""
+    shares = PART_SHARE if shares is None else shares
+    if key in shares:
+        end = min(deadline.end, time.monotonic() + shares[key] * deadline.seconds)
+        return Deadline.until(end), f"part {key}'s share of the deadline ({shares[key]:.0%})"
     if key == "c" and reserve_for_d > 0:
         return Deadline.until(deadline.end - reserve_for_d), f"part c's time (the last {reserve_for_d:.0f} s are " \
             "part d's)"
@@ -1039,7 +1041,7 @@ def part_deadline(key: str, deadline: Deadline, reserve_for_d: float = 0.0) -> T
 
 def run_parts(parts: Sequence[Tuple[str, Callable[[Dict[str, Any]], str]]], report: Report,
               deadline: Deadline, always: Sequence[str] = ("e",), ctx: Optional["Context"] = None,
-              reserve_for_d: float = 0.0) -> Dict[str, Any]:
+              reserve_for_d: float = 0.0, shares: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
     """Run ``parts`` in order, recording each one's status, reason, time and result in ``report.doc["parts"]``
     and rewriting the report after every part (and, through ``ctx.save``, after every row). A part that raises
     is recorded (``error``; ``failed`` for a check that did not hold) and the next one runs. Each part runs within
@@ -1049,7 +1051,8 @@ def run_parts(parts: Sequence[Tuple[str, Callable[[Dict[str, Any]], str]]], repo
     doc = report.doc
     for key, fn in parts:
         entry = doc["parts"][key]
-        own, why = (deadline, "the deadline") if key in always else part_deadline(key, deadline, reserve_for_d)
+        own, why = (deadline, "the deadline") if key in always else \
+            part_deadline(key, deadline, reserve_for_d, shares)
         if (deadline.remaining() <= 0 or own.remaining() <= 0) and key not in always:
             entry.update(status="skipped", elapsed_s=0.0,
                          reason="deadline reached before this part started" if deadline.remaining() <= 0
@@ -1322,8 +1325,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"gpu_check on {report.doc['device']['name']} ({device}); deadline {seconds:.0f} s; "
           f"writing {report.json_path}", flush=True)
     try:
+        # the shares protect part c's time; a run without part c (a targeted rerun) gives its parts all of it
         run_parts([(k, functions[k]) for k, _ in PARTS if k in args.parts or k == "e"], report, deadline, ctx=ctx,
-                  reserve_for_d=ctx.reserve_for_d if "d" in args.parts else 0.0)
+                  reserve_for_d=ctx.reserve_for_d if "d" in args.parts else 0.0,
+                  shares=PART_SHARE if "c" in args.parts else {})
     finally:
         shutil.rmtree(ctx.work, ignore_errors=True)
     statuses = {k: p["status"] for k, p in report.doc["parts"].items()}

@@ -431,3 +431,17 @@ def test_print_device_command_fills_in_the_commit_and_warns_about_the_size(monke
     commit = re.search(r"GPU_CHECK_COMMIT=(\S+) ", command).group(1)
     assert re.fullmatch(r"[0-9a-f]{7,40}", commit) and command == script.device_command(commit)
     assert "over the device tool's 0 MiB" in err
+
+
+def test_a_targeted_rerun_gives_its_part_the_whole_deadline(tmp_path):
+    """Without part c there is nothing to protect: a rerun of part a alone is not cut at 15 %."""
+    script = load_script()
+    report = _report(script, tmp_path)
+    deadline = script.Deadline(1.0, start=time.monotonic())
+
+    def a_bit(rec):
+        time.sleep(0.4)     # beyond 15 % of 1 s
+        return "ok"
+
+    script.run_parts([("a", a_bit), ("e", lambda rec: "ok")], report, deadline, shares={})
+    assert json.loads(report.json_path.read_text())["parts"]["a"]["status"] == "ok"
