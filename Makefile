@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Real Amazon Beauty data shipped beside the project (CI, developer machines) acts as a pre-filled cache.
 export TTT4REC_DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup book book-quick test check lint bench chromium clean vendor help instructor-index gpu-check fidelity
+.PHONY: setup book book-quick test check lint bench chromium bubblewrap clean vendor help instructor-index gpu-check fidelity
 
 help:
 	@echo "make book   - set up .venv and build the book into _build/html (quick mode on a CPU)"
@@ -31,6 +31,10 @@ setup: $(STAMP)
 # Debian's chromium for the rendered-page browser test (Playwright must not download its own browser).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# Debian's bubblewrap: the grader runs every submission in a bwrap sandbox of its own (book/instructor.md).
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap)
 
 # The book is rebuilt only when something it is made from changed: a chapter, the config, the vendored JS, or
 # the library the chapters import. Then every chapter is re-executed (`--all` with execute_notebooks: force),
@@ -56,7 +60,7 @@ $(BOOK_STAMP): $(BOOK_INPUTS) $(STAMP)
 vendor:
 	scripts/vendor_js.sh
 
-test: setup lint chromium book
+test: setup lint chromium bubblewrap book
 	$(PYTHON) -m pytest
 
 # The fast edit-test loop: the linter, then the tests that need no built book, no browser and no long training

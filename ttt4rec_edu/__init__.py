@@ -57,7 +57,15 @@ Teaching
 - ``ttt4rec_edu.exercises``          the exercise checks, one module per part of the book:
   ``ttt4rec_edu.exercises.foundations`` (chapters 1-2), ``ttt4rec_edu.exercises.ttt_layer`` (3-5),
   ``ttt4rec_edu.exercises.model_and_baselines`` (6-8), ``ttt4rec_edu.exercises.experiments`` (9-11)
-- ``ttt4rec_edu.exercises.instructor``  exercise index, student notebooks, isolated grading
+- the instructor kit, one job per module, its face last:
+  ``ttt4rec_edu.exercises.chapters`` (reading a chapter's exercises; the index),
+  ``ttt4rec_edu.exercises.export`` (student and solutions notebooks),
+  ``ttt4rec_edu.exercises.wire`` (plain data between grader and submission),
+  ``ttt4rec_edu.exercises.worker`` (the submission's side: run the cells, answer calls),
+  ``ttt4rec_edu.exercises.sandbox`` (one bubblewrap sandbox per submission, limits),
+  ``ttt4rec_edu.exercises.grading`` (one submission: checks in the grader's own process),
+  ``ttt4rec_edu.exercises.gradebook`` (a folder: CSV, reports, Gradescope),
+  ``ttt4rec_edu.exercises.instructor`` (the kit's face)
 
 The command line
 
