@@ -143,3 +143,12 @@ def test_the_device_command_writes_a_complete_report_in_a_bare_environment(tmp_p
     assert environment["nvidia_smi"]["found"] is False and environment["mamba_ssm_installed"] is False
     assert "not found" in (out / f"{stem}.nvidia-smi.txt").read_text()
     assert (out / f"{stem}.md").read_text().startswith("# GPU check")
+
+
+def test_without_the_wheels_on_disk_the_rehearsal_is_skipped_with_the_reason(tmp_path, monkeypatch):
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "VENV", tmp_path / "venv")
+    monkeypatch.setattr(module, "WHEELS", tmp_path / "no-wheels")
+    with pytest.raises(pytest.skip.Exception, match="cannot be made offline here: no torch 2.13 wheel"):
+        bare_venv()
+    assert not (tmp_path / "venv").exists()
