@@ -104,8 +104,8 @@ bench: setup
 # after 6 minutes and rewrites <date>-<time>-<device>.json, .md and .nvidia-smi.txt in GPU_OUT after every row.
 # No setup and no network: python3 with torch, numpy, pandas, matplotlib, seaborn and tqdm runs it from the checkout,
 # and gpu_data/ (git-ignored) gets the data file from the mirror when it is missing. On a lent GPU machine use the
-# README's command instead (it writes to $OUT). A CPU smoke run: make gpu-check GPU_CHECK_ARGS="--device cpu --tiny"
-# GPU_OUT=/tmp/g
+# README's command instead (it writes to $OUT). PY=.venv/bin/python uses this project's environment instead. A CPU
+# smoke run: make gpu-check PY=.venv/bin/python GPU_CHECK_ARGS="--device cpu --tiny" GPU_OUT=/tmp/g
 GPU_CHECK_ARGS ?= --device cuda --bf16
 GPU_OUT ?= book/results/gpu
 gpu-check:
