@@ -12,7 +12,7 @@ What is proved here:
   it; a submissions folder the sandbox would show is refused;
 - limits are finite and bounded (``--file-mb 1e13``, ``--cpu-seconds 1e30``, ``--timeout 1e30``: one line, exit 2);
 - report names are unique per submission path; a CSV cell never starts a formula; without a sandbox (asked for),
-  stderr and every row say so;
+  stderr and every row say so, and the verdicts still come from the grader's checks (a tensor subclass fails);
 - Gradescope: one notebook beside a PDF still gets ``results.json``; two notebooks for Gradescope are an error;
 - Ctrl-C and SIGTERM stop the running sandbox, leave no process or scratch folder, write the finished rows and
   exit 2 with a grading message.
@@ -295,3 +295,21 @@ def test_an_interrupted_grader_stops_its_sandbox_and_writes_the_finished_rows(tm
         assert [row["submission"] for row in csv.DictReader(fh)] == ["a.ipynb"]
     assert sb._processes_of(uid) == []
     assert {p.name for p in Path("/tmp").glob("ttt4rec-*")} <= before
+
+
+@pytest.mark.slow
+def test_without_a_sandbox_the_verdicts_still_come_from_the_grader(tmp_path, capsys):
+    """``--no-sandbox`` (asked for): the notebook runs as a plain process, but its answers still cross as plain
+    data to the grader's checks, so a tensor subclass still gets no pass; every row says there was no sandbox."""
+    from test_grading_attacks import HONEST, SUBCLASS, attack_book, submission
+    book = attack_book(tmp_path)
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "honest.ipynb").write_text(json.dumps(submission(book, **HONEST)))
+    (subs / "subclass.ipynb").write_text(json.dumps(submission(book, **dict(HONEST, scale=SUBCLASS))))
+    out = tmp_path / "out" / "grades.csv"
+    results = ik.grade_folder(subs, out, ik.Limits(timeout=300), book, sandbox=False)
+    assert [(r.name, r.status, r.passed) for r in results] == [("honest.ipynb", "ok", 3),
+                                                               ("subclass.ipynb", "failed", 2)]
+    assert results[1].isolation["sandbox"] == sb.UNSANDBOXED
+    assert "WARNING: grading WITHOUT a sandbox" in capsys.readouterr().err
