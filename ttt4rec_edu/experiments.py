@@ -1,10 +1,10 @@
 """Named experiments: every cell of the paper's Tables 2–4, and the CPU-scale Amazon Beauty runs.
 
 An :class:`Experiment` is one (table, dataset, split, model variant); it runs once per seed. A run's files go to
-``OUT/runs/<run key>/seed<k>/`` (``metrics.json`` and ``checkpoint.pt`` from the trainer, ``experiment.json``
-from here). The run key leaves the table out, so a cell that two tables share (TTT4Rec Transformer + MLP is in
-both Table 2 and Table 3) is trained once. :func:`run_experiments` skips every run whose ``metrics.json``
-exists and resumes a run whose checkpoint exists, so a killed reproduction simply continues where it stopped;
+``OUT/runs/<run key>/seed<k>/`` (``metrics.json`` and ``checkpoint.pt`` from the trainer, ``experiment.json`` from
+the run setup, ``ttt4rec_edu.runner``). The run key leaves the table out, so a cell that two tables share (TTT4Rec
+Transformer + MLP is in both Table 2 and Table 3) is trained once. :func:`run_experiments` skips every finished
+run and resumes a run whose checkpoint exists, so a killed reproduction simply continues where it stopped;
 :func:`collect_results` turns the folder into one tidy table and :func:`summarize` puts mean ± std over seeds
 beside the paper's number with the difference in percent.
 
@@ -12,9 +12,11 @@ The paper's numbers come from ``ttt4rec_edu/resources/paper_tables.csv`` (its Ta
 and ``paper_datasets.csv`` (its Table 1); they are always labelled ``paper_*`` — never mixed with what this code
 measured. What a table will cost on a GPU before running it is estimated apart, in ``ttt4rec_edu.estimate``.
 
-Run settings (:class:`RunSettings`) take their defaults from the trainer's :class:`ttt4rec_edu.train.TrainConfig`.
-Command line: ``python -m ttt4rec_edu reproduce --table 2 [--dataset D] [--models ...] [--seeds 0 1 2]
-[--device cuda] [--out results/]`` (see ``reproduce --help``; the command itself is in ``ttt4rec_edu.cli``).
+Run settings (:class:`RunSettings`) take their defaults from the trainer's :class:`ttt4rec_edu.train.TrainConfig`;
+every run records its recipe (``ttt4rec_edu.recipes``: ``official``, ``cpu6`` or ``custom``) in ``experiment.json``
+and in its results row, and :func:`summarize` never averages runs of different recipes. Command line: ``python -m
+ttt4rec_edu reproduce --table 2 [--dataset D] [--models ...] [--seeds 0 1 2] [--recipe official] [--device cuda]
+[--out results/]`` (see ``reproduce --help``; the command itself is in ``ttt4rec_edu.cli.reproduce``).
 """
 from __future__ import annotations
 
@@ -229,11 +231,15 @@ _TRAINER = TrainConfig()  # the trainer's defaults: the one place they are writt
 
 @dataclass
 class RunSettings:
-    """How the runs are made. Those in ``RESULT_SHAPING`` shape the results: a finished run is only reused when
-    they match.
+    """How the runs are made. Those in ``RESULT_SHAPING`` (epochs, patience, batch_size, max_train_batches,
+    max_users, data_source, timestamps, ties) shape the results: a finished run is only reused when they match
+    (``timestamps`` may differ where both modes give the same sequences, ``ties`` where only the evaluation differs:
+    see :func:`run_experiments`).
 
-    The training settings default to the trainer's (:class:`ttt4rec_edu.train.TrainConfig`: at most 300 epochs,
-    patience 5, batch 2048, the paper's); :meth:`train_config` is the one place a run's ``TrainConfig`` is made.
+    Every field that is a :class:`ttt4rec_edu.train.TrainConfig` field takes the trainer's default (at most 300
+    epochs, patience 5, batch 2048: the authors' config) and reaches the trainer under its own name:
+    :meth:`train_config` is the one place a run's ``TrainConfig`` is made. A named recipe
+    (``ttt4rec_edu.recipes``) is a set of these values; each run records the one its values make.
     """
 
     epochs: int = _TRAINER.epochs           # upper bound; early stopping usually ends much sooner
@@ -270,29 +276,31 @@ class RunSettings:
         return out
 
     def train_config(self, seed: int, adapt_at_test: bool = True) -> TrainConfig:
-        """The trainer's settings for one run (validate it with ``.validate()``: the trainer's own check)."""
-        return TrainConfig(epochs=self.epochs, patience=self.patience, batch_size=self.batch_size,
-                           max_train_batches=self.max_train_batches, seed=seed, device=self.device,
-                           adapt_at_test=adapt_at_test, ties=self.ties, loss_chunk=self.loss_chunk,
-                           bf16=self.bf16, progress=self.progress)
+        """The trainer's settings for one run: every field of these settings that is a ``TrainConfig`` field,
+        under its name (validate it with ``.validate()``: the trainer's own check)."""
+        trainer = {f.name for f in dataclasses.fields(TrainConfig)}
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in trainer}
+        return TrainConfig(**shared, seed=seed, adapt_at_test=adapt_at_test)
 
 
 def run_dir(out: Path, experiment: Experiment, seed: int) -> Path:
     return Path(out) / "runs" / experiment.run_key / f"seed{seed}"
 
 
+def _cell_request(experiment: Experiment, settings: RunSettings):
+    """What the cell reads: its dataset (or the replacement), cut to ``max_users``, at the paper's context length
+    for the cell's dataset."""
+    from .data.registry import DataRequest, get_dataset_info
+
+    return DataRequest(settings.data_source or experiment.dataset, experiment.split,
+                       get_dataset_info(experiment.dataset).max_len, cache_dir=settings.cache_dir,
+                       offline=settings.offline, timestamps=settings.timestamps, max_users=settings.max_users)
+
+
 def _load_cell_data(experiment: Experiment, settings: RunSettings):
     """The cell's ``SequenceData`` (or the replacement), cut to ``max_users``, and the paper's context length."""
-    from .data import load_data_source
-    from .data import SequenceData, get_dataset_info
-
-    data = load_data_source(settings.data_source or experiment.dataset, cache_dir=settings.cache_dir,
-                            offline=settings.offline, timestamps=settings.timestamps)
-    if settings.max_users is not None:
-        data = SequenceData(data.sequences[:settings.max_users], data.num_items,
-                            name=f"{data.name}[:{settings.max_users} users]", meta=dict(data.meta))
-    max_len = get_dataset_info(experiment.dataset).max_len  # the paper's setting for this cell
-    return data, max_len
+    request = _cell_request(experiment, settings)
+    return request.load_data(), request.max_len
 
 
 def _same_order_both_ways(experiment: Experiment, settings: RunSettings, memo: Dict[str, bool]) -> bool:
@@ -336,16 +344,19 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
     ``settings`` or keyword ``options`` (any :class:`RunSettings` field, e.g. ``epochs=3, device="cuda"``)
     say how; options override the settings' fields.
 
-    A run with a checkpoint but no ``metrics.json`` (killed) resumes from the checkpoint. A finished run made
-    with other result-shaping settings (epochs, patience, batch_size, max_train_batches, max_users, data_source) is an
-    error rather than silently mixed into the table: use another ``out`` folder.
+    Each run is set up by :func:`ttt4rec_edu.runner.run_one` (as ``train``'s). A run that is not finished
+    (:func:`ttt4rec_edu.runner.is_finished`: ``metrics.json`` and ``experiment.json``) but has a checkpoint (killed)
+    resumes from it. A finished run made with other result-shaping settings (``RunSettings.RESULT_SHAPING``:
+    epochs, patience, batch_size, max_train_batches, max_users, data_source, timestamps, ties) is an error rather
+    than silently mixed into the table — use another ``out`` folder — except ``timestamps`` where both modes give
+    the cell the same sequences and ``ties``, which only turns saved ranks into metrics (results.csv keeps each
+    run's own policy).
     """
-    from .data import build_splits
     from .runner import run_one, run_state
 
     settings = dataclasses.replace(settings or RunSettings(), **options)
     out = Path(out)
-    cache: Dict[tuple, tuple] = {}
+    cache: Dict[object, tuple] = {}   # DataRequest -> (data, splits)
     equivalent_orders: Dict[str, bool] = {}
     done: set = set()
     for exp in experiments:
@@ -360,17 +371,12 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
                 note = _reuse_note(exp, target, recorded, settings, equivalent_orders)
                 log(f"skip (finished): {exp.run_key} seed {seed}{note}")
                 continue
-            key = (exp.dataset, exp.split)
-
-            def load(exp=exp, key=key):
-                if key not in cache:
-                    data, max_len = _load_cell_data(exp, settings)
-                    cache[key] = (data, build_splits(data, max_len, exp.split))
-                return cache[key]
-
+            request = _cell_request(exp, settings)
+            if request not in cache:   # one load per cell, shared by its seeds
+                cache[request] = request.load()
             resume = run_state(target) == "resumable"
             log(f"{'resume' if resume else 'run'}: {exp.run_key} seed {seed}")
-            run_one(exp.model, target, settings.train_config(seed, exp.adapt_at_test), load,
+            run_one(exp.model, target, settings.train_config(seed, exp.adapt_at_test), cache[request],
                     model_options=exp.model_overrides(), resume=resume, claim=False,
                     run_info={"experiment": exp.run_key, "data": settings.data_source or exp.dataset},
                     record={**asdict(exp), "run_key": exp.run_key, "settings": settings.shaping()})

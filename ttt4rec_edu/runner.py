@@ -1,7 +1,8 @@
 """One training run, set up and run: its folder's rules, the model, ``train()``, its record.
 
 :func:`run_one` is the one place a run is set up — the command line's ``train`` and the experiments'
-``reproduce`` both call it: claim the output folder, prove it writable, load the data, seed, build the model,
+``reproduce`` both call it: claim the output folder, prove it writable, read the data (a
+:class:`ttt4rec_edu.data.registry.DataRequest`), seed, build the model,
 :func:`ttt4rec_edu.train.train`, and write the run's record ``experiment.json`` (:data:`RECORD_NAME`) last.
 
 The folder rules sit here beside the trainer, with the trainer's own file names (``train.CHECKPOINT_NAME``,
@@ -18,8 +19,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .data.registry import DataRequest
 from .train import (CHECKPOINT_NAME, METRICS_NAME, RANKS_NAME, WRITE_PROBE_PREFIX, TrainConfig, TrainError,
                     check_out_dir, train)
 from .utils import atomic_write_json, is_atomic_leftover, set_seed
@@ -121,7 +123,7 @@ def remove_if_empty(path: Path, created: Optional[Path]) -> None:
 # ------------------------------------------------------------------------------------------- the run
 
 
-def run_one(model_name: str, out_dir: Path, config: TrainConfig, load: Callable[[], Tuple[Any, Any]], *,
+def run_one(model_name: str, out_dir: Path, config: TrainConfig, data: Union[DataRequest, Tuple[Any, Any]], *,
             model_options: Optional[Dict[str, Any]] = None, run_info: Optional[Dict[str, Any]] = None,
             record: Optional[Dict[str, Any]] = None, resume: bool = False, overwrite: bool = False,
             claim: bool = True, dist=None) -> Dict[str, Any]:
@@ -132,7 +134,8 @@ def run_one(model_name: str, out_dir: Path, config: TrainConfig, load: Callable[
         out_dir: the run's folder.
         config: the trainer's settings, already validated by the caller's one check (its seed seeds the model's
             initial weights too; its device is used as it is).
-        load: called once, after the folder is proven writable: ``(SequenceData, Splits)``.
+        data: what to read (a :class:`ttt4rec_edu.data.registry.DataRequest`, read once the folder is proven
+            writable), or the ``(SequenceData, Splits)`` already read (the experiments share one load per cell).
         run_info: facts recorded under ``run`` in ``metrics.json`` beside the model, its options and the data.
         record: facts written to ``experiment.json`` beside the seed, the recipe and the wall time.
         resume, overwrite: as ``train --resume`` / ``--overwrite``; ``claim=False`` skips :func:`claim_out_dir`
@@ -152,7 +155,7 @@ def run_one(model_name: str, out_dir: Path, config: TrainConfig, load: Callable[
     started = time.time()
     try:
         check_out_dir(out_dir)  # before any data is read or any epoch is spent
-        data, splits = load()
+        data, splits = data.load() if isinstance(data, DataRequest) else data
         set_seed(config.seed)  # the model's initial weights depend on the seed too
         try:
             model = build_model(model_name, splits.num_items, splits.max_len, **options)

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, List
 
 from ..backbones import BACKBONES
 from ..data.filtering import DEFAULT_TIMESTAMPS, TIMESTAMP_MODES
+from ..data.registry import DEFAULT_MAX_LEN
 from ..losses import LOSS_COLUMNS
 from ..metrics import TIE_POLICIES
 from ..recipes import RECIPE_FIELDS, RECIPE_HELP, RECIPES, contradictions, recipe_values
@@ -148,7 +149,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", type=split_ratio, default="3:2:5", metavar="A:B:C",
                    help="train:valid:test ratios of each user's samples, or 'loo' (default 3:2:5)")
     g.add_argument("--max-len", type=max_length, default=None, metavar="N",
-                   help="context length (default: the dataset's registry setting, 50 for files)")
+                   help=f"context length (default: the dataset's registry setting, {DEFAULT_MAX_LEN} for files)")
     g.add_argument("--min-user-inter", type=non_negative_int, default=None, metavar="N",
                    help="drop users with fewer interactions (default: the dataset's setting)")
     g.add_argument("--min-item-inter", type=non_negative_int, default=None, metavar="N",

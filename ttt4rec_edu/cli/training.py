@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..data.registry import DEFAULT_MAX_LEN, DataRequest
 from ..runner import RUN_FILES, run_one
 from ..train import METRICS_NAME, TrainConfig
 from .options import (RAW, CliError, add_data_options, add_model_options, add_recipe_option, add_training_options,
@@ -55,7 +56,6 @@ examples:
 # the TrainConfig fields the train command sets (device and progress are set by the run itself)
 TRAIN_FIELDS = ("epochs", "patience", "batch_size", "eval_batch_size", "lr", "device", "seed", "bf16",
                 "max_train_batches", "adapt_at_test", "loss_chunk", "ties", "loss_columns")
-_DEFAULT_MAX_LEN = 50   # a file's context length when neither --max-len nor the registry gives one
 
 
 def add_data_parser(commands) -> argparse.ArgumentParser:
@@ -102,8 +102,8 @@ def add_model_summary_parser(commands) -> argparse.ArgumentParser:
     add_model_options(ms)
     ms.add_argument("--num-items", type=positive_int, default=12101,
                     help="item vocabulary size (default 12101, Amazon Beauty 5-core)")
-    ms.add_argument("--max-len", type=max_length, default=_DEFAULT_MAX_LEN,
-                    help=f"context length (default {_DEFAULT_MAX_LEN})")
+    ms.add_argument("--max-len", type=max_length, default=DEFAULT_MAX_LEN,
+                    help=f"context length (default {DEFAULT_MAX_LEN})")
     ms.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ms.set_defaults(handler=cmd_model_summary)
     return ms
@@ -112,33 +112,16 @@ def add_model_summary_parser(commands) -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------- data
 
 
-def _load_data(args):
-    """The ``SequenceData`` named by ``--data`` (registry name, file path or ``synthetic``)."""
-    from ..data import load_data_source
-
-    return load_data_source(args.data, format=args.format, min_user_inter=args.min_user_inter,
-                            min_item_inter=args.min_item_inter, cache_dir=args.cache_dir, offline=args.offline,
-                            timestamps=args.timestamps)
-
-
-def _effective_max_len(args, data) -> int:
-    if args.max_len is not None:
-        return args.max_len
-    meta_len = (data.meta or {}).get("max_len")
-    return int(meta_len) if meta_len else _DEFAULT_MAX_LEN
-
-
-def _data_and_splits(args):
-    from ..data import build_splits
-
-    data = _load_data(args)
-    return data, build_splits(data, _effective_max_len(args, data), args.split)
+def _data_request(args) -> DataRequest:
+    """What ``--data`` and the data options ask to read (``ttt4rec_edu.data.registry.DataRequest``)."""
+    return DataRequest(args.data, args.split, args.max_len, args.format, args.min_user_inter, args.min_item_inter,
+                       args.cache_dir, args.offline, args.timestamps)
 
 
 def cmd_data_stats(args) -> int:
     from ..data import dataset_stats
 
-    data, splits = _data_and_splits(args)
+    data, splits = _data_request(args).load()
     stats = {**dataset_stats(data), **splits.counts()}
     keys = ("users", "items", "interactions", "avg_seq_len", "train", "valid", "test")
     out = {k: stats[k] for k in keys}
@@ -191,7 +174,8 @@ def _train(args, context) -> int:
     overrides = model_overrides(args)
     check_model_arg_types(args.model, overrides)
     out_dir = Path(args.out) if args.out else Path("runs") / f"{args.model}-{Path(args.data).stem}"
-    result = run_one(args.model, out_dir, config, lambda: _data_and_splits(args), model_options=overrides,
+    request = _data_request(args)   # read by the run, once its folder is proven writable
+    result = run_one(args.model, out_dir, config, request, model_options=overrides,
                      run_info={"data": args.data, "format": args.format}, resume=args.resume,
                      overwrite=args.overwrite, dist=context,
                      record={"model": args.model, "model_options": overrides, "data": args.data,

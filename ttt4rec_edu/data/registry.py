@@ -21,15 +21,16 @@ are applied afterwards, by :func:`load_dataset` (the paper calls them "minimum s
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 from .dataset_info import DatasetInfo
 from .download import find_or_download
 from .errors import UnknownDatasetError
 from .filtering import DEFAULT_TIMESTAMPS, check_timestamps_mode, filter_interactions, order_differences, \
     to_sequences
-from .protocol import SequenceData
+from .protocol import SequenceData, Splits, build_splits
 from .readers import read_interactions
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -183,5 +184,44 @@ def load_data_source(name_or_path: Union[str, PathLike], format: Optional[str] =
                         timestamps=timestamps)
 
 
-__all__ = ["DATASETS", "DEFAULT_MAX_LEN", "DatasetInfo", "ensure_dataset_file", "get_dataset_info", "load_data_source",
-           "load_dataset"]
+@dataclass(frozen=True)
+class DataRequest:
+    """What one run reads: a ``--data`` value and its options, cut to the first ``max_users`` users, split by
+    ``split`` with contexts of ``max_len`` (``None``: the dataset's registry setting, :data:`DEFAULT_MAX_LEN` for a
+    file or ``synthetic``). Hashable, so that runs of the same data can share one load; :meth:`load` reads it."""
+
+    source: str
+    split: str = "3:2:5"
+    max_len: Optional[int] = None
+    format: Optional[str] = None
+    min_user_inter: Optional[int] = None
+    min_item_inter: Optional[int] = None
+    cache_dir: Optional[str] = None
+    offline: bool = False
+    timestamps: str = DEFAULT_TIMESTAMPS
+    max_users: Optional[int] = None
+
+    def load_data(self) -> SequenceData:
+        """The sequences (:func:`load_data_source`), cut to the first ``max_users`` users when asked."""
+        data = load_data_source(self.source, format=self.format, min_user_inter=self.min_user_inter,
+                                min_item_inter=self.min_item_inter, cache_dir=self.cache_dir, offline=self.offline,
+                                timestamps=self.timestamps)
+        if self.max_users is not None:
+            data = SequenceData(data.sequences[:self.max_users], data.num_items,
+                                name=f"{data.name}[:{self.max_users} users]", meta=dict(data.meta))
+        return data
+
+    def context_length(self, data: SequenceData) -> int:
+        """``max_len``, else the loaded dataset's own setting, else :data:`DEFAULT_MAX_LEN`."""
+        if self.max_len is not None:
+            return int(self.max_len)
+        return int((data.meta or {}).get("max_len") or DEFAULT_MAX_LEN)
+
+    def load(self) -> Tuple[SequenceData, Splits]:
+        """``(data, splits)``: the sequences and their train/valid/test samples under the evaluation protocol."""
+        data = self.load_data()
+        return data, build_splits(data, self.context_length(data), self.split)
+
+
+__all__ = ["DATASETS", "DEFAULT_MAX_LEN", "DataRequest", "DatasetInfo", "ensure_dataset_file", "get_dataset_info",
+           "load_data_source", "load_dataset"]
