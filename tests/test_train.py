@@ -333,3 +333,15 @@ def test_loss_chunk_setting_selects_plain_or_chunked_loss_with_equal_values(monk
         with pytest.raises(ValueError, match="loss_chunk must be"):
             TrainConfig(loss_chunk=bad).validate()
     TrainConfig(loss_chunk=4096).validate()
+
+
+def test_zero_epochs_evaluate_but_a_run_that_trains_needs_one():
+    """One rule for epochs: the library evaluates an untrained model with epochs=0; a command's run must train."""
+    from ttt4rec_edu.train import TrainConfigError
+
+    TrainConfig(epochs=0).validate()
+    with pytest.raises(TrainConfigError, match=r"epochs must be at least 1 \(0 epochs would train nothing\), got 0"):
+        TrainConfig(epochs=0).validate(trains=True)
+    with pytest.raises(TrainConfigError, match="epochs must be >= 0, got -1"):
+        TrainConfig(epochs=-1).validate()
+    TrainConfig(epochs=1).validate(trains=True)

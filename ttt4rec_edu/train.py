@@ -110,15 +110,16 @@ class TrainConfig:
     ties: str = DEFAULT_TIES          # tied scores in HR/NDCG: "average" | "optimistic" | "pessimistic" (metrics.py)
     loss_columns: str = "items"       # softmax over items 1..N, or "all" N + 1 columns as the official code
 
-    def validate(self) -> None:
-        """Raise :class:`TrainConfigError` (a ``ValueError``) naming every bad value; the one check of them."""
+    def validate(self, trains: bool = False) -> None:
+        """Raise :class:`TrainConfigError` (a ``ValueError``) naming every bad value; the one check of them.
+        ``epochs=0`` evaluates an untrained model (the book does); ``trains=True`` (a command's run) asks for one."""
         problems = []
 
         def bad(field: str, rule: str, value) -> None:
             problems.append((field, f"{field} must be {rule}, got {value}"))
 
-        if self.epochs < 0:
-            bad("epochs", ">= 0", self.epochs)
+        if self.epochs < int(trains):
+            bad("epochs", "at least 1 (0 epochs would train nothing)" if trains else ">= 0", self.epochs)
         if self.patience < 0:
             bad("patience", ">= 0", self.patience)
         if self.batch_size < 1:

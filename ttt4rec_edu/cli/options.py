@@ -275,12 +275,10 @@ def checked(config: TrainConfig, recipe=None) -> TrainConfig:
     ``recipe``, also that the config is that recipe's (so no option the command line lacks was left at another
     value)."""
     try:
-        config.validate()
+        config.validate(trains=True)   # a command trains: at least one epoch
     except TrainConfigError as err:
         raise CliError("; ".join(_option(field) + message[len(field):] for field, message in err.problems)) \
             from None
-    if config.epochs < 1:  # the library's TrainConfig(epochs=0) evaluates an untrained model; a command trains
-        raise CliError(f"--epochs must be at least 1 (0 epochs would train nothing), got {config.epochs}")
     made = config.to_dict()["recipe"]
     if recipe is not None and made != recipe:
         raise CliError(f"--recipe {recipe}: the run's settings make recipe {made!r}")
