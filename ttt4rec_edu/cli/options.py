@@ -213,10 +213,11 @@ TRAINING_OPTIONS: Dict[str, Dict[str, Any]] = {
                        help="exact full-softmax loss in item chunks: auto (only when the (batch x items) logits "
                             "would not fit, e.g. Gowalla's 1.28 M items), off (always plain), or N items per "
                             "chunk (all give the same loss)"),
-    "ties": dict(choices=sorted(TIE_POLICIES),
+    # the choices of --ties and --loss-columns are TrainConfig.validate()'s to check (one check, one message)
+    "ties": dict(metavar="{" + ",".join(sorted(TIE_POLICIES)) + "}",
                  help="items scoring exactly like the target: expected HR/NDCG over random tie orders (average), "
                       "target first (optimistic) or last"),
-    "loss_columns": dict(choices=LOSS_COLUMNS,
+    "loss_columns": dict(metavar="{" + ",".join(LOSS_COLUMNS) + "}",
                          help="softmax over the items 1..N (items) or over all N + 1 columns, padding included, "
                               "as the official TTT4Rec code (all)"),
 }
