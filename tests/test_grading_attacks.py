@@ -8,7 +8,8 @@ submissions, one graded before and one after the attacks that sabotage later row
 What each test proves (the finding of issue 24 it closes, in brackets):
 
 - a submission reads no file outside its sandbox: not ``/etc/shadow``, not root's home [1];
-- a notebook that detaches a process killing every process it may signal does not touch later rows [2];
+- a notebook that detaches a process killing every process it may signal does not touch later rows, and every
+  submission ran under a uid of its own [2];
 - a submission cannot find the submissions folder in the grader's command line nor read a peer's notebook [3];
 - a ``Tensor`` subclass that answers ``True`` to ``allclose`` gets no pass: it crosses as plain numbers [4];
 - all its writes land in one size-capped tmpfs: nine big files cannot fill the disk [5];
@@ -361,6 +362,9 @@ def graded(tmp_path_factory):
         rows = {r["submission"]: r for r in csv.DictReader(fh)}
     left_files = [str(Path(d) / MARK) for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
                   if (Path(d) / MARK).exists()]
+    reports = out.with_name("grades_reports")
+    uids = {int(u) for md in reports.glob("*.md") for u in re.findall(r"uid (\d+) of its own", md.read_text())}
+    assert len(uids) == len(files) - 1 and all(UID_BASE <= u < UID_BASE + UID_SPAN for u in uids)   # one each
     left_procs = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -369,12 +373,11 @@ def graded(tmp_path_factory):
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        if UID_BASE <= uid < UID_BASE + UID_SPAN:
+        if int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1]) in uids:
             left_procs.append(int(pid))
     for path in left_files:
         Path(path).unlink()
-    return rows, out.with_name("grades_reports"), proc.stderr, proc.returncode, left_files, left_procs
+    return rows, reports, proc.stderr, proc.returncode, left_files, left_procs
 
 
 def _report(reports: Path, name: str) -> str:
