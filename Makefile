@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # Real Amazon Beauty data shipped beside the project (CI, developer machines) acts as a pre-filled cache.
 export TTT4REC_DATA_MIRRORS ?= $(abspath ../shared/data)
 
-.PHONY: setup book book-quick test check lint bench chromium bubblewrap clean vendor help instructor-index gpu-check fidelity
+.PHONY: setup book book-quick test check lint bench bench-official chromium bubblewrap clean vendor help instructor-index gpu-check fidelity
 
 help:
 	@echo "make book   - set up .venv and build the book into _build/html (quick mode on a CPU)"
@@ -97,7 +97,25 @@ fidelity: $(FIDELITY_STAMP)
 		exit $$status
 
 bench: setup
-	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PYTHON) $$f || exit 1; done
+	@$(MAKE) --no-print-directory bench-official || echo "make bench: no official TTT layer (offline?): ratio b is skipped"
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; OMP_NUM_THREADS=1 $(PYTHON) $$f || exit 1; done
+
+# The official TTT layer beside ours (benchmarks/bench_speed.py, ratio b): ttt-lm-pytorch's ttt.py, which TTT4Rec
+# copies verbatim, cloned at a fixed commit into .official/, run by its own venv .venv-official with the
+# transformers release TTT4Rec pins. Both git-ignored; make test never needs them.
+OFFICIAL_TTT_REPO ?= https://github.com/test-time-training/ttt-lm-pytorch
+OFFICIAL_TTT_COMMIT := cd831db
+OFFICIAL_VENV := .venv-official
+OFFICIAL_STAMP := $(OFFICIAL_VENV)/.installed-stamp
+
+$(OFFICIAL_STAMP):
+	@test -d .official/ttt-lm-pytorch || git clone -q $(OFFICIAL_TTT_REPO) .official/ttt-lm-pytorch
+	git -C .official/ttt-lm-pytorch checkout -q $(OFFICIAL_TTT_COMMIT)
+	@test -x $(OFFICIAL_VENV)/bin/python || $(PY) -m venv $(OFFICIAL_VENV)
+	$(OFFICIAL_VENV)/bin/python -m pip install --quiet torch==2.13.0 transformers==4.44.2 "numpy<2"
+	@touch $@
+
+bench-official: $(OFFICIAL_STAMP)
 
 # The prepared GPU check (scripts/gpu_check.py) on a CUDA machine of your own: every model on CUDA against the CPU,
 # the TTT modes, an Amazon Beauty epoch per model, early stopping for TTT4Rec and SASRec, torchrun; stops itself
