@@ -204,3 +204,24 @@ def test_infinite_scores_follow_the_strictly_higher_rule():
     assert ranks_from_scores(scores, targets).tolist() == [3, 1, 3]
     direct = 1 + (scores[:, 1:] > scores.gather(1, targets[:, None])).sum(1)
     assert ranks_from_scores(scores, targets).tolist() == direct.tolist()
+
+
+def test_cpu_evaluation_in_blocks_gives_the_one_block_ranks(monkeypatch):
+    """On a CPU batch_ranks encodes CPU_ENCODE_ROWS sequences at a time and chunked_ranks scores blocks of at most
+    CPU_SCORE_BLOCK_BYTES into one reused buffer (speed, issue 26): the ranks and ties are those of one block."""
+    from ttt4rec_edu import metrics
+    from ttt4rec_edu.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("ttt4rec", 300, 12).eval()
+    item_seq = torch.randint(1, 301, (70, 12))
+    lengths = torch.randint(1, 13, (70,))
+    targets = torch.randint(1, 301, (70,))
+    with torch.no_grad():
+        expected = ranks_from_scores(model.score_all(item_seq, lengths), targets)
+    monkeypatch.setattr(metrics, "CPU_ENCODE_ROWS", 16)              # 70 rows: five blocks, the last one short
+    monkeypatch.setattr(metrics, "CPU_SCORE_BLOCK_BYTES", 70 * 4 * 37)  # 37 items per block, the last one short
+    ranks, ties = batch_ranks(model, item_seq, lengths, targets, with_ties=True)
+    assert torch.equal(ranks, expected)
+    query, table = model.encode(item_seq, lengths).detach(), model.item_table().detach()
+    assert torch.equal(ties, chunked_ranks(query, table, targets, item_chunk=301, with_ties=True)[1])
