@@ -117,3 +117,21 @@ def test_half_precision_path_matches_float32():
     out = apply_rope(x.to(torch.bfloat16), positions)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, rtol=0, atol=0.05)
+
+
+def test_cached_turns_and_rotate_pairs_equal_apply_rope():
+    """The layer's fast route (ttt.TTTLayer.views): a cached e^{ipω} table and one complex multiply on a strided
+    view, no copy; the same numbers as apply_rope, and a table first built in inference mode still trains."""
+    from ttt4rec_edu.rope import rope_turns, rotate_pairs
+
+    rope_turns.cache_clear()
+    with torch.inference_mode():
+        rope_turns(11, 4, "minibatch", 16, 1000.0, F64, torch.device("cpu"))
+    turn = rope_turns(11, 4, "minibatch", 16, 1000.0, F64, torch.device("cpu"))
+    assert rope_turns.cache_info().hits == 1
+    qkv = torch.randn(2, 11, 3 * 16, dtype=F64, requires_grad=True)
+    qk = qkv[..., :32].unflatten(-1, (2, 16)).transpose(1, 2)          # (2, 2, 11, 16), a strided view
+    out = rotate_pairs(qk, turn)
+    torch.testing.assert_close(out, apply_rope(qk, rope_positions(11, 4, "minibatch")), rtol=0, atol=1e-15)
+    out.sum().backward()                                               # the cached table works under autograd
+    assert qkv.grad[..., 32:].abs().max() == 0 and qkv.grad[..., :32].abs().max() > 0
