@@ -105,7 +105,7 @@ def test_a_run_with_the_official_settings_is_official_and_old_records_resume_and
     shutil.copytree(old / "runs", official / "runs")
     code, out, err = run_main(_tiny(official, "--recipe", "official"), capsys)
     assert code == 0, err
-    assert "resume: amazon-beauty/3-2-5/sasrec seed 0" in out
+    assert "recipe official, results in" in out and "resume: amazon-beauty/3-2-5/sasrec seed 0" in out
     run = next(official.glob("runs/**/seed0"))
     metrics = json.loads((run / METRICS_NAME).read_text())
     assert metrics["epochs"] == 4 and len(metrics["history"]) == 4   # continued from epoch 2

@@ -133,7 +133,8 @@ def cmd_reproduce(args) -> int:
         return 0
     apply_recipe(args)
     settings = _settings(args)
-    checked(settings.train_config(seed=args.seeds[0]), args.recipe)  # the trainer's check, before any run starts
+    # the trainer's check, before any run starts; the recipe every run will record (read from the values)
+    recipe = checked(settings.train_config(seed=args.seeds[0]), args.recipe).to_dict()["recipe"]
     out = Path(args.out)
     if args.dry_run:
         shown = {"finished": "finished", "resumable": "would resume", "new": "would run"}
@@ -147,7 +148,7 @@ def cmd_reproduce(args) -> int:
         raise ExperimentError(f"--device {args.device}: {err}") from None
     settings = dataclasses.replace(settings, device=device)
     print(f"table {args.table}: {len(experiments)} experiments × {len(args.seeds)} seeds on {device}, "
-          f"results in {out}", flush=True)
+          f"recipe {recipe}, results in {out}", flush=True)
     results = run_experiments(experiments, args.seeds, out, settings,
                               log=lambda line: print(line, flush=True))
     # the files cover every finished run in OUT (all tables run so far); the printout covers this request
