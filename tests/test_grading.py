@@ -313,3 +313,22 @@ def test_without_a_sandbox_the_verdicts_still_come_from_the_grader(tmp_path, cap
                                                                ("subclass.ipynb", "failed", 2)]
     assert results[1].isolation["sandbox"] == sb.UNSANDBOXED
     assert "WARNING: grading WITHOUT a sandbox" in capsys.readouterr().err
+
+
+def test_command_line_passes_python_and_no_sandbox_to_the_grader(tmp_path, monkeypatch, capsys):
+    """``instructor grade --python P --no-sandbox`` reaches ``grade_folder`` as ``python=P, sandbox=False``;
+    without them the grader gets its defaults (this Python, a sandbox); an unusable Python is one line, exit 2."""
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    seen = []
+    monkeypatch.setattr(ik, "grade_folder", lambda *a, **kw: seen.append(kw) or [])
+    base = ["instructor", "grade", "--submissions", str(subs), "--out", str(tmp_path / "g.csv"), "--chapter", "1"]
+    assert cli_main(base + ["--python", "/usr/bin/python3", "--no-sandbox"]) == 0
+    assert cli_main(base) == 0
+    assert seen[0]["python"] == "/usr/bin/python3" and seen[0]["sandbox"] is False
+    assert seen[1]["python"] is None and seen[1]["sandbox"] is True
+    monkeypatch.undo()
+    (subs / "a.ipynb").write_text("{}")
+    assert cli_main(base + ["--python", str(tmp_path / "no-such-python")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--python" in err[0]

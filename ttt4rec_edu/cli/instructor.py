@@ -58,7 +58,8 @@ def add_instructor_parser(commands) -> argparse.ArgumentParser:
     p_export.add_argument("--chapter", type=int, required=True)
     p_export.add_argument("--out", type=Path, required=True, help="a folder (created if missing)")
     _add_book_option(p_export)
-    p_grade = sub.add_parser("grade", help="run every submitted notebook in isolation and grade its exercises")
+    p_grade = sub.add_parser("grade", help="run every submitted notebook in a sandbox of its own and grade its "
+                                           "exercises")
     p_grade.add_argument("--submissions", type=Path, required=True, help="a folder of submitted files")
     p_grade.add_argument("--out", type=Path, required=True, help="the CSV to write (reports go beside it)")
     p_grade.add_argument("--chapter", type=int, default=None,
@@ -72,9 +73,15 @@ def add_instructor_parser(commands) -> argparse.ArgumentParser:
     p_grade.add_argument("--workdir", type=Path, default=None,
                          help="a folder copied into each submission's temporary folder (default: <book>/results)")
     p_grade.add_argument("--allow-root", action="store_true",
-                         help="when run as root, run submissions as root too (default: as user 'nobody')")
+                         help="when run as root, run submissions as uid 0 inside their sandbox, without "
+                              "capabilities (default: a fresh unprivileged uid per submission)")
     p_grade.add_argument("--allow-network", action="store_true",
                          help="do not cut the submissions off the network")
+    p_grade.add_argument("--python", default=None,
+                         help="the Python every sandbox runs (default: this one); it and the library must be "
+                              "readable by any user")
+    p_grade.add_argument("--no-sandbox", action="store_true",
+                         help="grade WITHOUT a sandbox, for trusted files only (said on stderr and in every row)")
     for command, handler in ((p_index, _instructor_index), (p_export, _instructor_export),
                              (p_grade, _instructor_grade)):
         command.set_defaults(handler=cmd_instructor, instructor_handler=handler)
@@ -158,7 +165,7 @@ def _instructor_grade(args, book: Path) -> int:
               flush=True)
 
     grade_folder(args.submissions, args.out, limits, book, args.chapter, args.workdir, args.allow_root,
-                 not args.allow_network, progress)
+                 not args.allow_network, progress, python=args.python, sandbox=not args.no_sandbox)
     print(f"wrote {args.out} and {args.out.with_name(args.out.stem + '_reports')}/")
     return 0
 
