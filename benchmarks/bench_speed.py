@@ -20,6 +20,7 @@ alternation (A, B, A, B, ...) and a ratio is the median of the per-pair ratios.
     python benchmarks/bench_speed.py               # everything
     python benchmarks/bench_speed.py --quick       # B 256 profile, fewer repeats, no epoch
     python benchmarks/bench_speed.py --bf16        # also bfloat16 autocast steps (CPU), fp32/bf16 per model
+    python benchmarks/bench_speed.py --compile     # also TTT4Rec's step with the scan through torch.compile
 """
 from __future__ import annotations
 
@@ -138,11 +139,11 @@ def profile(batch: int, repeats: int) -> None:
     with torch.no_grad():
         z, _ = layer.dual_fast(q, k, v, lr, tau)
     z_res = leaf(z - q)           # stands in for f_res(q; W_t) before the inner LN
-    # the inner gradients' elementwise pieces, on every chunk's tokens at once (same element count as the scan)
-    z1 = leaf(torch.randn(n_chunks * BN, b, 4 * f) * 0.5)
-    z2 = leaf(torch.randn(n_chunks * BN, b, f))
-    ln_scale = layer.inner_ln_weight.detach().square()[:, None].repeat(batch * n_chunks, 1, 1)
-    ln_off = torch.randn(n_chunks * BN, b, f)
+    # the inner gradients' elementwise pieces, one call per chunk on a chunk's shapes, as in the scan
+    z1 = [leaf(torch.randn(BN, b, 4 * f) * 0.5) for _ in range(n_chunks)]
+    z2 = [leaf(torch.randn(BN, b, f)) for _ in range(n_chunks)]
+    ln_scale = layer.inner_ln_weight.detach().square()[:, None].repeat(batch, 1, 1)
+    ln_off = torch.randn(BN, b, f)
     h_last = leaf(torch.randn(batch, C))
     ffn_in = leaf(torch.randn(batch, L, C))
 
@@ -155,8 +156,9 @@ def profile(batch: int, repeats: int) -> None:
         "TTT: RoPE on q and k": fwd_bwd(lambda: rotate_pairs(qk_raw, turn)),
         "TTT: learning-rate gate": fwd_bwd(lambda: layer.learning_rate(x)),
         "TTT: dual-form scan (all of it)": fwd_bwd(lambda: layer.dual_fast(q, k, v, lr, tau)[0]),
-        "  scan piece: GELU + its slope": fwd_bwd(lambda: gelu_with_slope(z1)),
-        "  scan piece: inner-LN + L2 backward": fwd_bwd(lambda: _ln_l2_grad(z2, ln_scale, ln_off)),
+        "  scan piece: GELU + its slope": fwd_bwd(lambda: tuple(t for z in z1 for t in gelu_with_slope(z))),
+        "  scan piece: inner-LN + L2 backward": fwd_bwd(lambda: tuple(_ln_l2_grad(z, ln_scale, ln_off)
+                                                                      for z in z2)),
         "TTT: inner LN on outputs + residual": fwd_bwd(lambda: q + inner_layer_norm(z_res, *layer._ln_params())),
         "TTT: post_norm + theta_O": fwd_bwd(lambda: layer.o_proj(layer.post_norm(x))),
         "SwiGLU feed-forward": fwd_bwd(lambda: block.ffn(ffn_in)),
@@ -200,7 +202,7 @@ def profile(batch: int, repeats: int) -> None:
 
 # ------------------------------------------------------------------------------------------------ 2. ratios
 
-def step_ratio(repeats: int, bf16: bool) -> Dict[str, float]:
+def step_ratio(repeats: int, bf16: bool, compiled: bool) -> Dict[str, float]:
     from ttt4rec_edu.models import build_model
     from ttt4rec_edu.utils import set_seed
 
@@ -212,12 +214,30 @@ def step_ratio(repeats: int, bf16: bool) -> Dict[str, float]:
     if bf16:
         fns["ttt4rec bf16"] = training_step(ttt, *batch, bf16=True)[0]
         fns["sasrec bf16"] = training_step(sas, *batch, bf16=True)[0]
+    if compiled:          # the same model with TTT4REC_COMPILE=1 (the scan through torch.compile)
+        from ttt4rec_edu.ttt import COMPILE_ENV
+
+        eager_step = training_step(ttt, *batch)[0]
+
+        def compiled_step():
+            os.environ[COMPILE_ENV] = "1"
+            try:
+                eager_step()
+            finally:
+                del os.environ[COMPILE_ENV]
+        start = time.time()
+        compiled_step()
+        print(f"   (torch.compile of the scan: {time.time() - start:.0f} s wall clock, once)", flush=True)
+        fns["ttt4rec compiled"] = compiled_step
     ms = timed(fns, repeats)
     out = {"ttt4rec_ms": med(ms["ttt4rec"]), "sasrec_ms": med(ms["sasrec"]),
            "ratio": paired(ms["ttt4rec"], ms["sasrec"])}
     if bf16:
         out["ttt4rec_bf16_speedup"] = paired(ms["ttt4rec"], ms["ttt4rec bf16"])
         out["sasrec_bf16_speedup"] = paired(ms["sasrec"], ms["sasrec bf16"])
+    if compiled:
+        out["compiled_ratio"] = paired(ms["ttt4rec compiled"], ms["sasrec"])
+        out["compiled_ms"] = med(ms["ttt4rec compiled"])
     return out
 
 
@@ -326,6 +346,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="B 256 profile only, fewer repeats, no epoch")
     parser.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast training steps")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time TTT4Rec's step with TTT4REC_COMPILE=1 (compiles for minutes first)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile tables")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epoch-batches", type=int, default=None, help="cap the epoch's training batches")
     parser.add_argument("--no-epoch", action="store_true", help="skip the Amazon Beauty epoch")
@@ -341,13 +364,16 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread; load average at start "
           f"{load:.1f}; times are CPU ms of this process")
-    for batch in ([256] if args.quick else [2048, 256]):
+    for batch in [] if args.no_profile else ([256] if args.quick else [2048, 256]):
         profile(batch, repeats if batch == 256 else max(2, repeats // 2))
 
     print("\nratios, each measured side by side in this run (median of per-pair ratios):")
-    s = step_ratio(repeats, args.bf16)
+    s = step_ratio(repeats, args.bf16, args.compile)
     print(f"a. TTT4Rec / SASRec training step, L 50, B 256: {s['ratio']:.2f}x "
           f"({s['ttt4rec_ms']:.0f} / {s['sasrec_ms']:.0f} ms; goal <= 1.2x)")
+    if args.compile:
+        print(f"   with TTT4REC_COMPILE=1 (torch.compile of the scan): {s['compiled_ratio']:.2f}x "
+              f"({s['compiled_ms']:.0f} ms)")
     if args.bf16:
         print(f"   bf16 autocast on this CPU: TTT4Rec step {s['ttt4rec_bf16_speedup']:.2f}x faster, SASRec "
               f"{s['sasrec_bf16_speedup']:.2f}x (goal >= 1.2x)")
