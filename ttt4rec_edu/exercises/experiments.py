@@ -551,5 +551,4 @@ def check_repeat_crossover(fn: Callable[[object], Optional[float]]) -> ExerciseR
         else:
             hint = "per repeat rate: mean ± t_{0.975, n−1} · s / sqrt(n) of the per-seed differences."
         return _report(_fail(name, f"{where} expected {expected!r}, got {got!r}", hint))
-    return _report(ExerciseResult(name, True, "the crossover is found on a table that crosses and None on one "
-                                              "that never does."))
+    return _report(ExerciseResult(name, True, "the crossover found; None where it never crosses."))
