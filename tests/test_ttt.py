@@ -504,3 +504,23 @@ def test_reproduces_official_layer_fixture(mode):
         grad_x, = torch.autograd.grad((out * case["weight"]).sum(), x)
         torch.testing.assert_close(grad_x, case["grad_x"], rtol=1e-5, atol=1e-5,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_compile_option_falls_back_to_eager_with_a_warning(monkeypatch):
+    """TTT4REC_COMPILE=1 routes forward(mode="dual") through torch.compile; when compiling fails the layer warns
+    once and returns the eager numbers (compiling itself takes minutes, so the benchmark, not a test, times it)."""
+    from ttt4rec_edu import ttt
+
+    def broken_compile(fn, **kw):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+        return run
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(ttt, "_COMPILED", {})
+    layer, x = make_layer("mlp", b=3), rand_x(L=7)
+    eager = layer(x)
+    monkeypatch.setenv(ttt.COMPILE_ENV, "1")
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        out = layer(x)
+    assert torch.equal(out, eager)
+    assert torch.equal(layer(x), eager)          # from then on eager, silently
