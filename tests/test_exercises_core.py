@@ -85,3 +85,19 @@ def test_importing_the_checks_loads_neither_the_grader_nor_matplotlib():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_printed_verdict_fits_the_page_and_keeps_every_word():
+    """A verdict and its hint wrap to the book's 88 columns at spaces, continuations indented under their line;
+    the words, their order and the hint's own line survive; a line that fits is left as it is."""
+    from ttt4rec_edu.exercises._core import PAGE_WIDTH, ExerciseResult
+
+    words = " ".join(f"word{i}" for i in range(60))
+    message = f"{words}\n  Hint: {words}\nshort line"
+    text = str(ExerciseResult("check_long", False, message))
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= PAGE_WIDTH
+    assert " ".join(text.split()) == " ".join(f"✗ check_long: {message}".split())
+    hint = next(i for i, line in enumerate(lines) if line.startswith("  Hint:"))
+    assert lines[hint + 1].startswith("    word") and lines[-1] == "short line"
+    assert str(ExerciseResult("c", True, "fits")) == "✓ c: fits"

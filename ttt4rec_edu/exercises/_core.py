@@ -15,12 +15,14 @@ mistake, a specific hint). The helpers here make every check say things the same
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 import torch
 
 STRICT_ENV = "TTT4REC_STRICT_CHECKS"
+PAGE_WIDTH = 88   # the book's page: a printed verdict wraps to it (tests/test_book_output_width.py)
 
 
 class ExerciseFailed(AssertionError):
@@ -39,7 +41,7 @@ class ExerciseResult:
         return self.passed
 
     def __str__(self) -> str:
-        return f"{'✓' if self.passed else '✗'} {self.name}: {self.message}"
+        return _fit_page(f"{'✓' if self.passed else '✗'} {self.name}: {self.message}")
 
     def __repr__(self) -> str:
         return str(self)
@@ -55,6 +57,20 @@ class ExerciseResult:
         if not self.passed:
             raise ExerciseFailed(str(self))
         return self
+
+
+def _fit_page(text: str, width: int = PAGE_WIDTH) -> str:
+    """Each line of ``text`` wrapped to ``width`` columns at spaces, its continuations indented two columns more
+    than the line itself; a line that fits, and a word longer than the page, are left whole."""
+    out = []
+    for line in text.split("\n"):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip(" ")))
+        out.extend(textwrap.wrap(line, width, subsequent_indent=indent + "  ", break_long_words=False,
+                                 break_on_hyphens=False))
+    return "\n".join(out)
 
 
 def _strict() -> bool:
