@@ -280,3 +280,26 @@ def test_viz_re_exports_the_chapter_4_and_5_pictures_for_the_book():
     for module in (source_view, diagrams):
         for name in module.__all__:
             assert getattr(viz, name) is getattr(module, name) and name in viz.__all__
+
+
+def test_outer_loop_picture_draws_no_edge_to_the_loss_through_a_box():
+    """In the drawn graph, every z_t → ℒ arrow avoids the boxes of every other node (chapter 5's picture once ran
+    the edge from z_2 to ℒ through the W_3 box)."""
+    fig = diagrams.plot_outer_loop_graph(3)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    boxes = {t.get_text(): t.get_bbox_patch().get_window_extent() for t in ax.texts
+             if t.get_bbox_patch() is not None}
+    to_loss = [a for a in ax.texts if isinstance(a, matplotlib.text.Annotation) and a.arrow_patch is not None
+               and a.xy == next((n.x, n.y) for n in diagrams.outer_loop_graph(3)[0] if n.name == "loss")]
+    assert len(to_loss) == 3
+    for arrow in to_loss:
+        path = arrow.arrow_patch.get_path()     # display coordinates once drawn
+        points = path.interpolated(50).vertices
+        start = tuple(points[0])
+        for label, box in boxes.items():
+            if label == "outer loss ℒ" or box.contains(*start):
+                continue
+            inside = [p for p in points if box.shrunk(0.9, 0.9).contains(*p)]
+            assert not inside, f"an edge to the loss runs through the box {label!r}"
+    plt.close(fig)

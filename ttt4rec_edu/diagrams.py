@@ -125,9 +125,12 @@ def plot_outer_loop_graph(T: int = 3):
         a, b = where[src], where[dst]
         inner = src.startswith("W") and dst.startswith("W")
         colour = "C0" if inner else ("0.8" if src == "theta" else "0.5")
+        # z_t → ℒ runs straight down, under the W row, then right along the bottom: a straight line from z_t to
+        # ℒ would cross the later W boxes and look like an edge through W_{t+1}
+        route = "angle,angleA=90,angleB=0,rad=0" if dst == "loss" else "arc3,rad=0"
         ax.annotate("", xy=(b.x, b.y), xytext=(a.x, a.y),
                     arrowprops=dict(arrowstyle="-|>", color=colour, lw=2.2 if inner else 1.0,
-                                    shrinkA=14, shrinkB=14))
+                                    shrinkA=14, shrinkB=14, connectionstyle=route))
     # the backward path of one token's loss term: ℒ → z_T → W_T → ... → W_1 → k_1, v_1 → θ
     back = ["loss", f"z{T}", f"W{T}"] + [f"W{t}" for t in range(T - 1, 0, -1)] + ["kv1", "theta"]
     for src, dst in zip(back, back[1:]):
@@ -139,12 +142,12 @@ def plot_outer_loop_graph(T: int = 3):
         ax.text(n.x, n.y, n.label, ha="center", va="center", fontsize=9,
                 bbox=dict(boxstyle="round,pad=0.35", fc=colours[n.kind], ec="0.4", lw=0.8))
     middle = 1.3 * T
-    ax.text(middle, -0.75, "inner loop: W_t = W_{t-1} - η_t ∇ℓ_t(W_{t-1}), one step per token (blue)",
+    ax.text(middle, -1.85, "inner loop: W_t = W_{t-1} - η_t ∇ℓ_t(W_{t-1}), one step per token (blue)",
             ha="center", fontsize=9, color="C0")
     ax.text(middle, 4.6, "outer loop: ∂ℒ/∂θ flows back along every edge; red dashes: one path, "
             "from ℒ through W_T, ..., W_1 and k_1, v_1 to θ_K, θ_V", ha="center", fontsize=9, color="C3")
     ax.set_xlim(-1.9, 2.6 * T + 2.4)
-    ax.set_ylim(-1.8, 4.9)
+    ax.set_ylim(-2.2, 4.9)
     ax.axis("off")
     return fig
 
