@@ -256,3 +256,23 @@ def test_adapt_off_trains_the_fixed_w0_control_and_records_it(tiny_csv, tmp_path
     expect_error(["train", "--model", "ttt4rec", "--data", tiny_csv, "--adapt", "maybe"], capsys, "on or off")
     expect_error(["train", "--model", "ttt4rec", "--data", tiny_csv, "--model-arg", "adapt=False",
                   "--out", tmp_path / "m"], capsys, "--adapt on|off")
+
+
+def test_data_stats_reports_repeat_consumption(tmp_path, capsys):
+    """``data stats`` gives the repeat fields (issue 22): 5 users who never repeat and 5 who alternate two items
+    (every target after the second is already in its window): 8 of each alternating user's 9 targets repeat,
+    so 40 of 90 targets are in their context, and half the users repeat."""
+    rows = ["user,item,timestamp"]
+    for user in range(10):
+        items = range(1, 11) if user < 5 else [1, 2] * 5
+        rows += [f"u{user},i{item},{t}" for t, item in enumerate(items)]
+    path = tmp_path / "repeats.csv"
+    path.write_text("\n".join(rows) + "\n")
+    code, out, _ = run_main(["data", "stats", "--data", path, "--json", "--max-len", "5"], capsys)
+    stats = json.loads(out)
+    assert code == 0
+    assert stats["users_with_repeat"] == 0.5
+    assert stats["targets_in_context"] == pytest.approx(40 / 90)
+    assert 0 < stats["test_targets_in_context"] < 1
+    code, out, _ = run_main(["data", "stats", "--data", path, "--max-len", "5"], capsys)
+    assert code == 0 and "users_with_repeat" in out and "test_targets_in_context" in out

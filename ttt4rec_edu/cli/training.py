@@ -119,11 +119,15 @@ def _data_request(args) -> DataRequest:
 
 
 def cmd_data_stats(args) -> int:
-    from ..data import dataset_stats
+    from ..data import dataset_stats, repeat_stats
 
     data, splits = _data_request(args).load()
-    stats = {**dataset_stats(data), **splits.counts()}
-    keys = ("users", "items", "interactions", "avg_seq_len", "train", "valid", "test")
+    # repeat consumption (issue 22): the share of test targets, and of all targets, already in their own
+    # context window, and the share of users with any repeated item
+    repeats = repeat_stats(data, splits, splits.max_len)
+    stats = {**dataset_stats(data), **splits.counts(), **repeats}
+    keys = ("users", "items", "interactions", "avg_seq_len", "train", "valid", "test",
+            "test_targets_in_context", "targets_in_context", "users_with_repeat")
     out = {k: stats[k] for k in keys}
     if "users_order_differs" in data.meta:  # read from a file: RecBole's float32 times vs the exact ones
         keys += ("timestamps", "users_order_differs")
