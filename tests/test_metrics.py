@@ -62,6 +62,12 @@ def test_metric_inputs_are_checked():
         hit_rate(torch.tensor([1]), 0)
     with pytest.raises(ValueError, match="empty"):
         ndcg(torch.tensor([], dtype=torch.long), 10)
+    for bad in ([0], torch.tensor([3, -1]), torch.tensor([float("nan")])):  # ndcg([0], 10) was inf
+        with pytest.raises(ValueError, match="1-based"):
+            ndcg(bad, 10)
+        with pytest.raises(ValueError, match="1-based"):
+            hit_rate(bad, 10)
+    assert ndcg([1], 10) == 1.0 and hit_rate([1, 11], 10) == 0.5
     with pytest.raises(ValueError, match="real item ids"):
         ranks_from_scores(torch.zeros(1, 4), torch.tensor([0]))  # padding as a target
     with pytest.raises(ValueError, match="real item ids"):

@@ -228,8 +228,11 @@ def chunked_ranks(query: torch.Tensor, item_table: torch.Tensor, targets: torch.
 def _check_k_ranks(ranks: torch.Tensor, k: int, what: str) -> None:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    ranks = torch.as_tensor(ranks)
     if ranks.numel() == 0:
         raise ValueError(f"{what} of an empty set of ranks is undefined")
+    if not bool((ranks >= 1).all()):  # also catches NaN
+        raise ValueError(f"{what}: ranks are 1-based (>= 1), got a minimum of {ranks.min().item()}")
 
 
 def per_sample_hits_gains(ranks: torch.Tensor, k: int, ties: Optional[torch.Tensor] = None,
