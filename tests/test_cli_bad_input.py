@@ -201,3 +201,25 @@ def test_the_device_is_resolved_once_per_run(tiny_csv, tmp_path, capsys, monkeyp
     cpu = torch.device("cpu")
     assert original(cpu) is cpu
     assert json.loads((tmp_path / "dev" / METRICS_NAME).read_text())["config"]["device"] == "cpu"
+
+
+def test_a_split_too_large_to_normalise_is_refused(tiny_csv, tmp_path, capsys):
+    from ttt4rec_edu.data.protocol import parse_split
+
+    for spec in ("1e308:1e308:1e308", "1e308:1e308:1", (1e308, 1e308, 1e308)):  # the sum overflows to inf
+        with pytest.raises(ValueError, match="too large or too small"):
+            parse_split(spec)
+    assert parse_split("1e300:1e300:2e300") == (0.25, 0.25, 0.5)
+    err = error_line(train_args(tiny_csv, tmp_path / "s", "--split", "1e308:1e308:1e308"), capsys)
+    assert "--split" in err and "too large" in err and not (tmp_path / "s").exists()
+
+
+def test_devices_other_than_cpu_and_cuda_get_one_line(tiny_csv, tmp_path, capsys):
+    from ttt4rec_edu.train import check_device
+
+    for device in ("meta", "mps"):  # meta trained into a traceback, mps too on a build without it
+        assert "CPU and CUDA only" in check_device(device)
+        err = error_line(train_args(tiny_csv, tmp_path / device, "--device", device), capsys)
+        assert "--device must be auto, cpu, cuda or cuda:N" in err and device in err
+        assert not (tmp_path / device).exists()
+    assert check_device("cpu") is None and check_device("auto") is None

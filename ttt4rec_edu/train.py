@@ -167,6 +167,8 @@ def check_device(device: Union[str, torch.device]) -> Optional[str]:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
         return f"must be auto, cpu, cuda or cuda:N, got {device}"
+    if dev.type not in ("cpu", "cuda"):  # meta holds no numbers; mps, xpu, ... are not supported here
+        return f"must be auto, cpu, cuda or cuda:N (this library runs on CPU and CUDA only), got {device}"
     if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available():
         count = torch.cuda.device_count()
         if dev.index >= count:

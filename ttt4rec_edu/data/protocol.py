@@ -92,7 +92,11 @@ def parse_split(spec) -> Tuple[float, ...]:
     if any(not np.isfinite(v) or v <= 0 for v in values):
         raise ValueError(f"malformed split {spec!r}: every part must be a positive number")
     total = sum(values)
-    return tuple(v / total for v in values)
+    ratios = tuple(v / total for v in values)
+    if not np.isfinite(total) or any(not np.isfinite(r) or r <= 0 for r in ratios):  # 1e308:1e308:1e308
+        raise ValueError(f"malformed split {spec!r}: the parts are too large or too small to normalise; "
+                         "use small numbers such as 3:2:5")
+    return ratios
 
 
 def split_counts(num_samples: int, ratios: Sequence[float]) -> Tuple[int, int, int]:
