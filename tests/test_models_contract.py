@@ -219,3 +219,39 @@ def test_a_new_model_is_one_new_file(toy_package, capsys):
     assert len(contract) >= 6
     for test in contract:
         test(name)
+
+
+def test_build_model_refuses_sizes_that_are_not_integers():
+    for num_items, max_len, fragment in (("20", MAX_LEN, "num_items must be an integer, got '20' (str)"),
+                                         (NUM_ITEMS, 8.0, "max_len must be an integer, got 8.0 (float)"),
+                                         (NUM_ITEMS, 7.5, "max_len must be an integer"),
+                                         (True, MAX_LEN, "num_items must be an integer, got True (bool)")):
+        with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+            build_model("gru4rec", num_items, max_len)
+    import numpy as np
+
+    assert build_model("gru4rec", np.int64(NUM_ITEMS), MAX_LEN).num_items == NUM_ITEMS  # NumPy integers are fine
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_lists_arrays_and_left_padded_batches_are_refused(name):
+    """Every model's ``score_all`` passes through ``check_batch``: a list or an array gets one clear error, and a
+    left-padded batch (accepted before, and scored differently from the same sequences right-padded) too."""
+    import numpy as np
+
+    model = make(name)
+    item_seq, lengths = batch()
+    for seq, lens, what in ((item_seq.tolist(), lengths, "item_seq"), (item_seq.numpy(), lengths, "item_seq"),
+                            (item_seq, lengths.tolist(), "lengths"), (item_seq, np.asarray(lengths), "lengths")):
+        with pytest.raises(ValueError, match=rf"{what} must be a torch.Tensor \(LongTensor\), got (list|ndarray)"):
+            model.score_all(seq, lens)
+    left = torch.stack([torch.cat([row[length:], row[:length]]) for row, length in zip(item_seq, lengths)])
+    assert not torch.equal(left, item_seq)
+    with pytest.raises(ValueError, match="must be right-padded .* row 1 of length 5 has padding"):
+        model.score_all(left, lengths)
+    with pytest.raises(ValueError, match="must be right-padded .* row 1 of length 8 has padding"):
+        model.score_all(left, torch.full_like(lengths, MAX_LEN))  # left padding counted into the length
+    bad = item_seq.clone()
+    bad[2, 3] = 1  # an item after the length
+    with pytest.raises(ValueError, match="row 2 of length 1 has item 1 at position 3"):
+        model.score_all(bad, lengths)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import numbers
 import pkgutil
 import typing
 from dataclasses import dataclass
@@ -85,12 +86,17 @@ def check_batch(item_seq: torch.Tensor, lengths: torch.Tensor, num_items: Option
     """Validate a batch of the model contract, with a message that says what is wrong.
 
     ``item_seq (batch, seq)`` integer ids in ``[0, num_items]`` (0 = padding) with ``seq >= 1``, ``lengths
-    (batch,)`` integers in ``[1, seq]`` (right padding), and ``seq <= max_len`` for models with a position table.
+    (batch,)`` integers in ``[1, seq]`` (right padding: ids ``>= 1`` in the first ``lengths[b]`` positions and 0
+    after them; a left-padded batch is refused, it would be scored differently), and ``seq <= max_len`` for
+    models with a position table.
     ``batch = 0`` is a valid (empty) batch. Lengths must have an integer dtype: a float tensor is refused even
     when its values are whole (10.0) — the data pipeline builds ``LongTensor`` lengths, so a float means the
     caller computed them some other way, and 10.5 would otherwise be truncated silently. A clear error here
     beats CUDA's device-side assert for an out-of-range id (it costs one sync per batch).
     """
+    for field, value in (("item_seq", item_seq), ("lengths", lengths)):
+        if not isinstance(value, torch.Tensor):  # a list or a NumPy array: torch.as_tensor(...) first
+            raise ValueError(f"{field} must be a torch.Tensor (LongTensor), got {type(value).__name__}")
     if item_seq.dim() != 2:
         raise ValueError(f"item_seq must be (batch, seq), got shape {tuple(item_seq.shape)}")
     if item_seq.dtype not in (torch.int64, torch.int32):
@@ -110,6 +116,14 @@ def check_batch(item_seq: torch.Tensor, lengths: torch.Tensor, num_items: Option
     if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > item_seq.shape[1]):
         raise ValueError(f"lengths must lie in [1, {item_seq.shape[1]}] (right-padded sequences), got "
                          f"min {int(lengths.min())}, max {int(lengths.max())}")
+    inside = torch.arange(item_seq.shape[1], device=item_seq.device) < lengths.to(item_seq.device)[:, None]
+    wrong = (item_seq == 0) == inside  # padding inside the length, or an item after it (left padding)
+    if item_seq.numel() and bool(wrong.any()):
+        row, col = (int(i) for i in wrong.nonzero()[0])
+        found = "padding (0)" if bool(inside[row, col]) else f"item {int(item_seq[row, col])}"
+        raise ValueError(f"item_seq must be right-padded (ids >= 1 in the first lengths[b] positions, 0 after "
+                         f"them; left padding is scored differently), but row {row} of length "
+                         f"{int(lengths[row])} has {found} at position {col}")
 
 
 def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -246,6 +260,10 @@ def reference_names() -> Tuple[str, ...]:
 def build_model(name: str, num_items: int, max_len: int, **overrides) -> nn.Module:
     """Build the model registered as ``name`` for ``num_items`` real items and contexts of ``max_len``."""
     info = model_info(name)
+    for field, value in (("num_items", num_items), ("max_len", max_len)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # "10" or 5.0 is a caller's slip
+            raise ValueError(f"{field} must be an integer, got {value!r} ({type(value).__name__})")
+    num_items, max_len = int(num_items), int(max_len)
     if num_items < 1:
         raise ValueError(f"num_items must be >= 1, got {num_items}")
     if max_len < 1:
