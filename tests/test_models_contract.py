@@ -252,6 +252,6 @@ def test_lists_arrays_and_left_padded_batches_are_refused(name):
     with pytest.raises(ValueError, match="must be right-padded .* row 1 of length 8 has padding"):
         model.score_all(left, torch.full_like(lengths, MAX_LEN))  # left padding counted into the length
     bad = item_seq.clone()
-    bad[2, 3] = 1  # an item after the length
-    with pytest.raises(ValueError, match="row 2 of length 1 has item 1 at position 3"):
+    bad[0, 6] = 0  # a padding id inside a length
+    with pytest.raises(ValueError, match="row 0 of length 8 has padding \\(0\\) at position 6"):
         model.score_all(bad, lengths)

@@ -86,9 +86,9 @@ def check_batch(item_seq: torch.Tensor, lengths: torch.Tensor, num_items: Option
     """Validate a batch of the model contract, with a message that says what is wrong.
 
     ``item_seq (batch, seq)`` integer ids in ``[0, num_items]`` (0 = padding) with ``seq >= 1``, ``lengths
-    (batch,)`` integers in ``[1, seq]`` (right padding: ids ``>= 1`` in the first ``lengths[b]`` positions and 0
-    after them; a left-padded batch is refused, it would be scored differently), and ``seq <= max_len`` for
-    models with a position table.
+    (batch,)`` integers in ``[1, seq]`` (right padding: ids ``>= 1`` in the first ``lengths[b]`` positions, and
+    whatever comes after them is never read; a left-padded batch is refused, it would be scored differently),
+    and ``seq <= max_len`` for models with a position table.
     ``batch = 0`` is a valid (empty) batch. Lengths must have an integer dtype: a float tensor is refused even
     when its values are whole (10.0) — the data pipeline builds ``LongTensor`` lengths, so a float means the
     caller computed them some other way, and 10.5 would otherwise be truncated silently. A clear error here
@@ -117,13 +117,12 @@ def check_batch(item_seq: torch.Tensor, lengths: torch.Tensor, num_items: Option
         raise ValueError(f"lengths must lie in [1, {item_seq.shape[1]}] (right-padded sequences), got "
                          f"min {int(lengths.min())}, max {int(lengths.max())}")
     inside = torch.arange(item_seq.shape[1], device=item_seq.device) < lengths.to(item_seq.device)[:, None]
-    wrong = (item_seq == 0) == inside  # padding inside the length, or an item after it (left padding)
-    if item_seq.numel() and bool(wrong.any()):
-        row, col = (int(i) for i in wrong.nonzero()[0])
-        found = "padding (0)" if bool(inside[row, col]) else f"item {int(item_seq[row, col])}"
-        raise ValueError(f"item_seq must be right-padded (ids >= 1 in the first lengths[b] positions, 0 after "
-                         f"them; left padding is scored differently), but row {row} of length "
-                         f"{int(lengths[row])} has {found} at position {col}")
+    padding_inside = (item_seq == 0) & inside  # what left padding gives, whatever lengths it comes with
+    if item_seq.numel() and bool(padding_inside.any()):
+        row, col = (int(i) for i in padding_inside.nonzero()[0])
+        raise ValueError(f"item_seq must be right-padded (real ids >= 1 in the first lengths[b] positions; "
+                         f"left padding is scored differently), but row {row} of length {int(lengths[row])} "
+                         f"has padding (0) at position {col}")
 
 
 def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
