@@ -351,3 +351,54 @@ def test_bert4rec_cloze_loss_chunked_equals_plain(monkeypatch):
     torch.testing.assert_close(chunked_loss, plain_loss, rtol=1e-12, atol=1e-12)
     for got, want in zip(chunked_grads, plain_grads):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+
+
+NAN = float("nan")
+BAD_OPTIONS = [  # (model, option, value, what the one error line says); each ended in a traceback or trained
+    ("sasrec", "n_heads", 0, "n_heads must be an integer in [1, 64], got 0"),
+    ("bert4rec", "n_heads", 0, "n_heads must be an integer in [1, 64], got 0"),
+    ("sasrec", "n_heads", 3, "hidden_size must be a multiple of n_heads"),
+    ("mamba4rec", "expand", 0, "expand must be an integer in [1, 65536], got 0"),
+    ("mamba4rec", "d_state", 0, "d_state must be an integer in [1, 65536], got 0"),
+    ("gru4rec", "dropout_prob", NAN, "dropout_prob must be a finite number in [0.0, 1.0), got nan"),
+    ("mamba4rec", "dropout_prob", 1.0, "dropout_prob must be a finite number in [0.0, 1.0), got 1.0"),
+    ("sasrec", "hidden_dropout_prob", NAN, "hidden_dropout_prob must be a finite number"),
+    ("narm", "dropout_probs", (NAN, 0.5), "dropout_probs (embedding) must be a finite number"),
+    ("sasrec", "initializer_range", NAN, "initializer_range must be a finite number >= 0.0, got nan"),
+    ("mamba4rec", "initializer_range", NAN, "initializer_range must be a finite number >= 0.0, got nan"),
+    ("sasrec", "layer_norm_eps", -1, "layer_norm_eps must be a finite number > 0.0, got -1"),
+    ("bert4rec", "layer_norm_eps", -1, "layer_norm_eps must be a finite number > 0.0, got -1"),
+    ("gru4rec", "hidden_size", 10 ** 9, "hidden_size must be an integer in [1, 65536], got 1000000000"),
+    ("narm", "hidden_size", 10 ** 9, "hidden_size must be an integer in [1, 65536]"),
+    ("sasrec", "hidden_size", 10 ** 9, "hidden_size must be an integer in [1, 65536]"),
+    ("bert4rec", "mask_ratio", NAN, "mask_ratio must be a finite number in [0.0, 1.0], got nan"),
+    ("mamba4rec", "expand", 4096, "hidden_size * expand must be at most 65536"),
+]
+
+
+@pytest.mark.parametrize("name,option,value,message", BAD_OPTIONS)
+def test_the_baselines_configs_check_their_own_options(name, option, value, message):
+    """Like TTTConfig: one ValueError naming the option, raised by the config itself before any tensor exists."""
+    from ttt4rec_edu.models import model_config_class
+
+    config_class = model_config_class(name)
+    with pytest.raises(ValueError) as raised:
+        config_class(**{option: value})
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(ValueError, match=option.split()[0]):
+        build_model(name, NUM_ITEMS, MAX_LEN, **{option: value})
+    config_class()  # the defaults pass
+
+
+def test_the_baselines_bad_options_are_one_line_from_the_command_line(tmp_path, capsys):
+    from ttt4rec_edu.cli import main
+
+    for name, option, value, message in BAD_OPTIONS:
+        if isinstance(value, tuple):
+            continue  # a tuple option is not a --model-arg
+        out = tmp_path / f"{name}-{option}"
+        code = main(["train", "--model", name, "--data", "synthetic", "--epochs", "1", "--no-progress",
+                     "--model-arg", f"{option}={value}", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, (name, option, err)
+        assert "Traceback" not in err and not out.exists()

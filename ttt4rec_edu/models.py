@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import numbers
 import pkgutil
 import typing
@@ -130,6 +131,35 @@ def gather_last(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     (the last real item of a right-padded sequence; RecBole's ``gather_indexes``)."""
     last = lengths.to(hidden.device).long() - 1
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+# A model option beyond these is a slip (hidden_size=1e9 would try to allocate terabytes), not an experiment.
+MAX_WIDTH = 1 << 16   # sizes: hidden, embedding, inner, state and head counts
+MAX_DEPTH = 1 << 10   # layer counts
+
+
+def check_size(name: str, value, maximum: int = MAX_WIDTH, minimum: int = 1) -> None:
+    """A model config's integer option: ``ValueError`` naming it unless ``minimum <= value <= maximum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
+
+
+def check_number(name: str, value, low: float = 0.0, high: float = math.inf, high_open: bool = False,
+                 low_open: bool = False) -> None:
+    """A model config's real option: ``ValueError`` naming it unless finite and within ``[low, high]`` (an end is
+    excluded with ``low_open``/``high_open``). NaN and inf are refused: a NaN dropout or init range gave NaN
+    weights or outputs without a word."""
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value) \
+        and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}" \
+            if math.isfinite(high) else f"{'>' if low_open else '>='} {low}"
+        raise ValueError(f"{name} must be a finite number {interval}, got {value!r}")
+
+
+def check_dropout(name: str, value) -> None:
+    """A dropout probability: in ``[0, 1)``."""
+    check_number(name, value, 0.0, 1.0, high_open=True)
 
 
 class ItemScoringModel(nn.Module):

@@ -19,7 +19,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
+from ttt4rec_edu.models import (ItemScoringModel, MAX_DEPTH, check_batch, check_dropout, check_size,
+                                gather_last, register_model)
 
 
 @dataclass
@@ -30,6 +31,12 @@ class GRU4RecConfig:
     hidden_size: int = 128
     num_layers: int = 1
     dropout_prob: float = 0.3
+
+    def __post_init__(self) -> None:
+        check_size("embedding_size", self.embedding_size)
+        check_size("hidden_size", self.hidden_size)
+        check_size("num_layers", self.num_layers, MAX_DEPTH)
+        check_dropout("dropout_prob", self.dropout_prob)
 
 
 @register_model("gru4rec", config=GRU4RecConfig, role="baseline", published=2016)

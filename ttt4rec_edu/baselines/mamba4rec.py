@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
+from ttt4rec_edu.models import (ItemScoringModel, MAX_DEPTH, MAX_WIDTH, check_batch, check_dropout, check_number,
+                                check_size, gather_last, register_model)
 
 try:  # the optional fused kernel; any failure (not installed, built for another torch) means "not available"
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan_fn
@@ -296,6 +297,23 @@ class Mamba4RecConfig:
     initializer_range: float = 0.02
     scan_impl: str = "auto"
     chunk_size: int = 16
+
+    def __post_init__(self) -> None:
+        check_size("hidden_size", self.hidden_size)
+        check_size("num_layers", self.num_layers, MAX_DEPTH)
+        check_dropout("dropout_prob", self.dropout_prob)
+        check_size("d_state", self.d_state)
+        check_size("d_conv", self.d_conv)
+        check_size("expand", self.expand)
+        check_size("ffn_multiplier", self.ffn_multiplier)
+        for name, multiplier in (("expand", self.expand), ("ffn_multiplier", self.ffn_multiplier)):
+            if self.hidden_size * multiplier > MAX_WIDTH:
+                raise ValueError(f"hidden_size * {name} must be at most {MAX_WIDTH}, got {self.hidden_size} * "
+                                 f"{multiplier}")
+        check_number("initializer_range", self.initializer_range)
+        if self.scan_impl not in SCAN_IMPLEMENTATIONS:
+            raise ValueError(f"scan_impl must be one of {SCAN_IMPLEMENTATIONS}, got {self.scan_impl!r}")
+        check_size("chunk_size", self.chunk_size)
 
 
 @register_model("mamba4rec", config=Mamba4RecConfig, role="baseline", published=2024)

@@ -26,7 +26,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
+from ttt4rec_edu.models import (ItemScoringModel, MAX_DEPTH, check_batch, check_dropout, check_size,
+                                gather_last, register_model)
 
 
 @dataclass
@@ -37,6 +38,15 @@ class NARMConfig:
     hidden_size: int = 128
     n_layers: int = 1
     dropout_probs: Tuple[float, float] = field(default=(0.25, 0.5))
+
+    def __post_init__(self) -> None:
+        check_size("embedding_size", self.embedding_size)
+        check_size("hidden_size", self.hidden_size)
+        check_size("n_layers", self.n_layers, MAX_DEPTH)
+        if not isinstance(self.dropout_probs, (tuple, list)) or len(self.dropout_probs) != 2:
+            raise ValueError(f"dropout_probs must be (embedding, context), got {self.dropout_probs!r}")
+        for which, value in zip(("embedding", "context"), self.dropout_probs):
+            check_dropout(f"dropout_probs ({which})", value)
 
 
 @register_model("narm", config=NARMConfig, role="baseline", published=2017)

@@ -28,7 +28,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ttt4rec_edu.models import ItemScoringModel, check_batch, gather_last, register_model
+from ttt4rec_edu.models import (ItemScoringModel, MAX_DEPTH, check_batch, check_dropout, check_number,
+                                check_size, gather_last, register_model)
 
 MASKED_SCORE = -10000.0  # RecBole's additive attention mask value
 
@@ -134,6 +135,19 @@ class SASRecConfig:
     attn_dropout_prob: float = 0.5
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        check_size("n_layers", self.n_layers, MAX_DEPTH)
+        check_size("hidden_size", self.hidden_size)
+        check_size("n_heads", self.n_heads, self.hidden_size)
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"hidden_size must be a multiple of n_heads: {self.hidden_size} is not divisible "
+                             f"by {self.n_heads}")
+        check_size("inner_size", self.inner_size)
+        check_dropout("hidden_dropout_prob", self.hidden_dropout_prob)
+        check_dropout("attn_dropout_prob", self.attn_dropout_prob)
+        check_number("layer_norm_eps", self.layer_norm_eps, low_open=True)
+        check_number("initializer_range", self.initializer_range)
 
 
 @register_model("sasrec", config=SASRecConfig, role="baseline", published=2018)
