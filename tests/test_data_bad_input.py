@@ -120,3 +120,21 @@ def test_byte_order_mark_does_not_shift_error_positions(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf1 1 2\n2 3 \xff4\n")
     with pytest.raises(EncodingError, match=r"line 2: not UTF-8 text \(byte 0xff at column 5\)"):
         read_interactions(path, format="sequences")
+
+
+# ------------------------------------------------------------------------------------------ synthetic data
+def test_synthetic_data_refuses_the_file_options_it_would_ignore(capsys):
+    """The generator reads no file and filters nothing: --min-user-inter 5 used to be accepted and ignored."""
+    from ttt4rec_edu.cli import main
+    from ttt4rec_edu.data import DataError, load_data_source
+
+    for options, named in (({"min_user_inter": 5}, "--min-user-inter"), ({"min_item_inter": 0}, "--min-item-inter"),
+                           ({"format": "csv"}, "--format")):
+        with pytest.raises(DataError, match=f"--data synthetic .* takes no {named} "):
+            load_data_source("synthetic", **options)
+    code = main(["data", "stats", "--data", "synthetic", "--min-user-inter", "5", "--min-item-inter", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [
+        "error: --data synthetic is generated, not read from a file: it takes no --min-user-inter, "
+        "--min-item-inter (drop them)"]
+    assert load_data_source("synthetic", offline=True).num_items > 0  # the options it does not ignore still pass

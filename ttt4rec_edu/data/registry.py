@@ -27,7 +27,7 @@ from typing import Dict, Optional, Tuple, Union
 
 from .dataset_info import DatasetInfo
 from .download import find_or_download
-from .errors import UnknownDatasetError
+from .errors import DataError, UnknownDatasetError
 from .filtering import DEFAULT_TIMESTAMPS, check_timestamps_mode, filter_interactions, order_differences, \
     to_sequences
 from .protocol import SequenceData, Splits, build_splits
@@ -178,6 +178,11 @@ def load_data_source(name_or_path: Union[str, PathLike], format: Optional[str] =
     if str(name_or_path).strip().lower() == "synthetic":
         from .synthetic import make_drift_data
 
+        ignored = [option for option, value in (("--format", format), ("--min-user-inter", min_user_inter),
+                                                ("--min-item-inter", min_item_inter)) if value is not None]
+        if ignored:  # the generator reads no file and filters nothing: say so rather than ignore the option
+            raise DataError(f"--data synthetic is generated, not read from a file: it takes no "
+                            f"{', '.join(ignored)} (drop {'it' if len(ignored) == 1 else 'them'})")
         return make_drift_data()
     return load_dataset(name_or_path, format=format, min_user_inter=min_user_inter,
                         min_item_inter=min_item_inter, cache_dir=cache_dir, download=not offline,
