@@ -223,3 +223,28 @@ def test_devices_other_than_cpu_and_cuda_get_one_line(tiny_csv, tmp_path, capsys
         assert "--device must be auto, cpu, cuda or cuda:N" in err and device in err
         assert not (tmp_path / device).exists()
     assert check_device("cpu") is None and check_device("auto") is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_output_files_respect_the_umask(tiny_csv, tmp_path, capsys):
+    """Every file a run writes goes through an atomic write, whose temporary file mkstemp made 0600: a run's
+    metrics were then unreadable to the group however the umask was set."""
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        assert utils.current_umask() == 0o027
+        utils.atomic_write_json(tmp_path / "a.json", {"x": 1})
+        utils.atomic_torch_save({"x": 1}, tmp_path / "a.pt")
+        for name in ("a.json", "a.pt"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name
+        os.umask(0o002)
+        code, _, err = run(train_args(tiny_csv, tmp_path / "run"), capsys)
+        assert code == 0, err
+    finally:
+        os.umask(old)
+    written = sorted(p for p in (tmp_path / "run").iterdir() if p.is_file())
+    assert {CHECKPOINT_NAME, METRICS_NAME} <= {p.name for p in written}
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664, path.name

@@ -47,11 +47,33 @@ def quick_mode() -> bool:
     return value.strip().lower() not in {"0", "false", "no", "off"}
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells it (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _temp_beside(path: Path) -> Tuple[int, str]:
     """``(fd, name)`` of a new temporary file in ``path``'s folder for an atomic write of ``path``, named
-    ``.<file name>.<random>.tmp`` (what :func:`is_atomic_leftover` recognises)."""
+    ``.<file name>.<random>.tmp`` (what :func:`is_atomic_leftover` recognises). Its mode is what ``open`` would
+    give a new file (``0o666 & ~umask``): ``mkstemp``'s private 0600 would otherwise survive the rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(name, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        os.unlink(name)
+        raise
+    return fd, name
 
 
 def is_atomic_leftover(file_name: str, target: str) -> bool:
