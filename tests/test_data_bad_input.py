@@ -51,6 +51,11 @@ def test_reporters_file_with_created_at_is_ordered_by_time(tmp_path):
     ("user;item;ts_ms", "u;a;5", "ts_ms"),
     ("user,item,seen", "u,a,2010-10-19T23:55:27Z", "seen"),  # no time word, but its values are dates
     ("user_id:token\titem_id:token\tupdated_at:float", "1\t2\t5", "updated_at"),  # RecBole header
+    ("user,item,timestampMs", "u,a,5", "timestampMs"),  # these four were read in file order without a word
+    ("user,item,created", "u,a,5", "created"),
+    ("user,item,createdAt", "u,a,5", "createdAt"),
+    ("user,item,timestampms", "u,a,5", "timestampms"),
+    ("user,item,eventTime", "u,a,5", "eventTime"),
 ])
 def test_unknown_time_like_column_is_refused(tmp_path, header, first_row, column):
     path = write(tmp_path / "h.csv", [header, first_row, first_row])
@@ -62,7 +67,7 @@ def test_unknown_time_like_column_is_refused(tmp_path, header, first_row, column
     assert "timestamp, time" in message and "file order" in message  # the accepted names, and the way out
 
 
-@pytest.mark.parametrize("extra", ["title", "playtime", "update", "price"])
+@pytest.mark.parametrize("extra", ["title", "playtime", "update", "price", "Playtime", "creator", "timezone"])
 def test_columns_that_are_not_times_keep_file_order(tmp_path, extra):
     path = write(tmp_path / "h.csv", [f"user,item,{extra}", "u,a,5", "u,b,2"])
     assert read_interactions(path)["timestamp"].tolist() == [0.0, 1.0]

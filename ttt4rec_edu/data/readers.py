@@ -27,7 +27,8 @@ Formats (``detect_format`` recognises them from the file's *content*; the name i
 Header names (``csv`` and ``recbole``) are matched, lower-cased, against :data:`USER_NAMES`, :data:`ITEM_NAMES`,
 :data:`TIME_NAMES` and :data:`RATING_NAMES`; other columns are ignored. A header with no known time column is
 read in file order, *unless* another column could be a time (a name with a word such as ``time``, ``date``,
-``ts``, or ending in ``_at``; or an ISO date as its first value): that is refused with a :class:`FileFormatError`
+``ts`` or ``created``, camelCase words too, or ending in ``_at``/``At``; a name containing ``timestamp``; or an
+ISO date as its first value): that is refused with a :class:`FileFormatError`
 on line 1 naming the column, because ordering by file position when the file says otherwise would be a
 silent guess (rename the column to a time name, or remove it when the file order is the time order).
 
@@ -80,7 +81,10 @@ _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 # Words that make a header name not in TIME_NAMES look like a time ("visit_date", "ts_ms", "time_of_day");
 # a name whose last word is "at" does too ("updated_at"). Whole words only: "playtime" or "update" do not.
-_TIME_WORDS = frozenset({"time", "date", "datetime", "timestamp", "unixtime", "ts", "epoch", "when"})
+_TIME_WORDS = frozenset({"time", "date", "datetime", "timestamp", "unixtime", "ts", "epoch", "when", "created",
+                         "updated", "modified", "posted"})
+_LONG_TIME_WORDS = ("timestamp", "datetime", "unixtime", "epoch")  # time-like even inside a word ("timestampms")
+_CAMEL_CASE = re.compile(r"([a-z0-9])([A-Z])")
 # An id written as an integral decimal ("242.0", "242.", "242.000"): group 1 is the integer form.
 _INTEGRAL_DECIMAL = r"^(\d+)\.0*$"
 _BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark, written by some editors (and Excel) at the start
@@ -147,9 +151,10 @@ def _find_bad_utf8_line(path: Path) -> Tuple[int, int, int]:
     return 0, 0, 0
 
 
-def _header_tokens(line: str, sep: str) -> List[str]:
-    """Lower-cased header names without RecBole's ``:type`` suffix and without quotes."""
-    return [tok.strip().strip('"').strip("'").split(":")[0].strip().lower() for tok in line.split(sep)]
+def _header_tokens(line: str, sep: str, lower: bool = True) -> List[str]:
+    """Lower-cased header names (as written with ``lower=False``) without RecBole's ``:type`` suffix and quotes."""
+    names = [tok.strip().strip('"').strip("'").split(":")[0].strip() for tok in line.split(sep)]
+    return [name.lower() for name in names] if lower else names
 
 
 def _find_column(tokens: Sequence[str], names: Sequence[str]) -> Optional[int]:
@@ -343,9 +348,11 @@ def _refuse_unknown_time_columns(frame: pd.DataFrame, tokens: Sequence[str], kno
     for col, name in enumerate(tokens):
         if col in known:
             continue
-        words = [word for word in re.split(r"[^a-z0-9]+", name) if word]
+        # camelCase is words too ("timestampMs", "createdAt"); a long time word inside one ("timestampms") counts
+        words = [word for word in re.split(r"[^a-z0-9]+", _CAMEL_CASE.sub(r"\1_\2", name).lower()) if word]
         value = str(first[col]).strip()
-        if _TIME_WORDS.intersection(words) or (len(words) > 1 and words[-1] == "at"):
+        if _TIME_WORDS.intersection(words) or (len(words) > 1 and words[-1] == "at") or \
+                any(long in word for word in words for long in _LONG_TIME_WORDS):
             suspects.append(f"{name!r} (its name)")
         elif _ISO_DATE.match(value):
             suspects.append(f"{name!r} (its first value {value!r})")
@@ -377,7 +384,7 @@ def _read_with_header(path: Path, recbole: bool) -> pd.DataFrame:
     quoting = csv.QUOTE_NONE if recbole or sep == "\t" else csv.QUOTE_MINIMAL
     frame = _read_table(path, sep, len(tokens), header=True, quoting=quoting)
     if time is None:
-        _refuse_unknown_time_columns(frame, tokens, (user, item, rating), path)
+        _refuse_unknown_time_columns(frame, _header_tokens(header, sep, lower=False), (user, item, rating), path)
         # No time column: the file order is the time order (see the module docstring).
         timestamp = np.arange(len(frame), dtype=np.float64)
     else:
