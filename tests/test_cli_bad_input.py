@@ -248,3 +248,23 @@ def test_output_files_respect_the_umask(tiny_csv, tmp_path, capsys):
     assert {CHECKPOINT_NAME, METRICS_NAME} <= {p.name for p in written}
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path.name
+
+
+def test_resume_with_another_timestamps_mode_or_other_data_is_refused(tiny_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(train_args(tiny_csv, out, "--timestamps", "exact"), capsys)[0] == 0
+    kept = (out / CHECKPOINT_NAME).read_bytes()
+    # the tiny file's times order both modes alike, so only the mode differs: still another run's checkpoint
+    err = error_line(train_args(tiny_csv, out, "--resume", "--epochs", "2", "--timestamps", "recbole"), capsys)
+    assert "timestamps: checkpoint 'exact' vs now 'recbole'" in err
+    # the same file with user u0's times reversed: the same users, items and counts, another order
+    other = tmp_path / "other.csv"
+    lines = tiny_csv.read_text().splitlines()
+    reversed_u0 = [f"u0,{line.split(',')[1]},{7 - int(line.split(',')[2])}" if line.startswith("u0,") else line
+                   for line in lines]
+    other.write_text("\n".join(reversed_u0) + "\n")
+    err = error_line(train_args(other, out, "--resume", "--epochs", "2", "--timestamps", "exact"), capsys)
+    assert "data.sha256" in err
+    assert (out / CHECKPOINT_NAME).read_bytes() == kept  # nothing written by a refused resume
+    code, _, err = run(train_args(tiny_csv, out, "--resume", "--epochs", "2", "--timestamps", "exact"), capsys)
+    assert code == 0, err

@@ -165,6 +165,50 @@ def test_resume_from_another_model_or_config_is_refused(tmp_path):
         train(fresh_model(), splits, cfg(epochs=2), out_dir=tmp_path, resume=True)
 
 
+def test_resume_on_other_data_of_the_same_shape_or_another_timestamps_mode_is_refused(tmp_path):
+    """The fingerprint held only the data's counts: the same counts with other items resumed silently."""
+    splits = tiny_splits()
+    train(fresh_model(), splits, cfg(epochs=1), out_dir=tmp_path, run_info={"timestamps": "exact"})
+    relabelled = build_splits(SequenceData([seq % 30 + 1 for seq in _sequences(splits)], 30, name="tiny"),
+                              max_len=6, split="3:2:5")
+    assert relabelled.counts() == splits.counts() and relabelled.digest() != splits.digest()
+    assert tiny_splits().digest() == splits.digest()  # the same data built again: the same digest
+    with pytest.raises(ResumeError, match="data.sha256: checkpoint '[0-9a-f]{64}' vs now '[0-9a-f]{64}'"):
+        train(fresh_model(), relabelled, cfg(epochs=2), out_dir=tmp_path, resume=True,
+              run_info={"timestamps": "exact"})
+    with pytest.raises(ResumeError, match="timestamps: checkpoint 'exact' vs now 'recbole'"):
+        train(fresh_model(), splits, cfg(epochs=2), out_dir=tmp_path, resume=True,
+              run_info={"timestamps": "recbole"})
+    resumed = train(fresh_model(), splits, cfg(epochs=2), out_dir=tmp_path, resume=True,
+                    run_info={"timestamps": "exact"})
+    assert resumed["epochs"] == 2
+
+
+def _sequences(splits):
+    """Each user's full sequence back from the splits' flat item array."""
+    flat, starts = splits.train.flat_items, splits.train.user_start.tolist() + [len(splits.train.flat_items)]
+    return [flat[a:b].numpy() for a, b in zip(starts[:-1], starts[1:])]
+
+
+def test_a_checkpoint_written_before_the_data_digest_still_resumes_exactly(tmp_path):
+    """Runs in progress were checkpointed without ``data.sha256`` and ``timestamps``: missing means unknown, not
+    different, so they resume (exactly), and the next checkpoint records both."""
+    splits = tiny_splits()
+    straight = train(fresh_model(), splits, cfg(epochs=3), out_dir=tmp_path / "straight")
+    train(fresh_model(), splits, cfg(epochs=1), out_dir=tmp_path / "old", run_info={"timestamps": "recbole"})
+    path = tmp_path / "old" / CHECKPOINT_NAME
+    ckpt = torch.load(path, weights_only=True)
+    fingerprint = json.loads(ckpt["fingerprint"])
+    del fingerprint["timestamps"], fingerprint["data"]["sha256"]
+    ckpt["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
+    torch.save(ckpt, path)
+    resumed = train(fresh_model(), splits, cfg(epochs=3), out_dir=tmp_path / "old", resume=True,
+                    run_info={"timestamps": "recbole"})
+    assert resumed["test"] == straight["test"] and resumed["valid"] == straight["valid"]
+    rewritten = json.loads(torch.load(path, weights_only=True)["fingerprint"])
+    assert rewritten["timestamps"] == "recbole" and rewritten["data"]["sha256"] == splits.digest()
+
+
 def test_early_stopping_restores_best_weights(tmp_path, monkeypatch):
     splits = tiny_splits()
     scripted = iter([0.1, 0.3, 0.2, 0.3, 0.25, 0.1, 0.1, 0.1, 0.1])  # epoch 4 ties the best: RecBole keeps it

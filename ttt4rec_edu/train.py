@@ -218,9 +218,16 @@ def _fingerprint(model: nn.Module, splits, config: TrainConfig, run_info: Option
         "model_options": (run_info or {}).get("model_options"),
         "parameters": {k: list(v.shape) for k, v in model.state_dict().items()},
         "data": {"num_items": int(splits.num_items), "max_len": int(splits.max_len), "split": str(splits.split),
-                 "train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test)},
+                 "train": len(splits.train), "valid": len(splits.valid), "test": len(splits.test),
+                 "sha256": splits.digest() if callable(getattr(splits, "digest", None)) else None},
+        "timestamps": (run_info or {}).get("timestamps"),
         "config": {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES},
     }
+
+
+# Fingerprint entries added after checkpoints were first written (issue 24): a checkpoint without one was made
+# before it existed, so its value is unknown there and not a mismatch (such a checkpoint still resumes).
+_UNKNOWN_WHEN_MISSING = {"timestamps", "data.sha256"}
 
 
 def _fingerprint_diff(saved: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
@@ -228,11 +235,15 @@ def _fingerprint_diff(saved: Dict[str, Any], current: Dict[str, Any]) -> List[st
     if isinstance(saved.get("config"), dict):
         saved = dict(saved, config={**LEGACY_CONFIG, **saved["config"]})
     for key in current:
+        if key not in saved and key in _UNKNOWN_WHEN_MISSING:
+            continue
         a, b = saved.get(key), current[key]
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             for sub in sorted(set(a) | set(b)):
+                if sub not in a and f"{key}.{sub}" in _UNKNOWN_WHEN_MISSING:
+                    continue
                 if a.get(sub) != b.get(sub):
                     diffs.append(f"{key}.{sub}: checkpoint {a.get(sub)!r} vs now {b.get(sub)!r}")
         else:

@@ -14,6 +14,7 @@ floor(0.2·4) = 0 and floor(0.5·4) = 2, train the rest (2); walking back from t
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -194,6 +195,23 @@ class Splits:
 
     def counts(self) -> Dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the samples' content: every set's item array, user starts, users and targets. Two
+        splits with the same counts but other items, or another order within a user, get different digests
+        (a checkpoint records it, so a run is never resumed on other data)."""
+        h = hashlib.sha256()
+        seen: Dict[int, int] = {}  # the sets share one flat item array: hash it once, then refer to it
+        for part in (self.train, self.valid, self.test):
+            for tensor in (part.flat_items, part.user_start, part.user, part.target_index):
+                if id(tensor) in seen:
+                    h.update(f"same as #{seen[id(tensor)]};".encode())
+                    continue
+                seen[id(tensor)] = len(seen)
+                array = np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype="<i8")
+                h.update(f"{array.size};".encode())
+                h.update(array.tobytes())
+        return h.hexdigest()
 
 
 def build_splits(data: SequenceData, max_len: int, split="3:2:5") -> Splits:
