@@ -183,7 +183,8 @@ def inner_residual(x: torch.Tensor, params: InnerParams) -> torch.Tensor:
 
 
 def inner_model(x: torch.Tensor, params: InnerParams, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """``f(x; W) = x + LN(f_res(x; W))`` — the residual lets ``W = 0`` start as the identity map."""
+    """``f(x; W) = x + LN(f_res(x; W))``: the residual keeps ``x`` in the output, and the LayerNorm brings the
+    correction to unit scale whatever ``W`` is, so ``f`` does not start near the identity (chapter 3, §3.4(a))."""
     return x + inner_layer_norm(inner_residual(x, params), gamma, beta)
 
 
@@ -593,7 +594,7 @@ class TTTLayer(nn.Module):
         (``+1`` is the bias's contribution). The next chunk starts from ``W − Aᵀ diag(E_b·) G``, ``c − Σ_j E_bj g_j``
         (``E_b·`` = last row of E). Both right-hand sides multiply ``G``, so one matmul does it all::
 
-            [ tril(E ⊙ (U Aᵀ + 1)) ;  (E_b· ⊙ A)ᵀ ;  E_b· ] @ G   =   [ output correction ; ΔW ; Δc ]
+            [ tril(E ⊙ (U Aᵀ + 1)) ;  Aᵀ diag(E_b·) ;  E_b· ] @ G   =   [ output correction ; ΔW ; Δc ]
 
         The scan over chunks is sequential (each chunk's gradients need its start state); everything that does
         not depend on the state (for the first inner layer: the whole coefficient matrix) is built for all
@@ -611,7 +612,7 @@ class TTTLayer(nn.Module):
             return t[:, :, start:start + n_chunks * size].reshape(B, nh, n_chunks, size, *t.shape[3:])
 
         def coefficients(u, a, causal_eta):
-            """[tril(E ⊙ (U Aᵀ + 1)) ; (E_b· ⊙ A)ᵀ ; E_b·]: (..., n + fan_in + 1, n)."""
+            """[tril(E ⊙ (U Aᵀ + 1)) ; Aᵀ diag(E_b·) ; E_b·]: (..., n + fan_in + 1, n)."""
             last_eta = causal_eta[..., -1:, :]                                              # (..., 1, n)
             return torch.cat([causal_eta * (u @ a.transpose(-1, -2) + 1.0),
                               last_eta.transpose(-1, -2).mul(a).transpose(-1, -2), last_eta], dim=-2)
@@ -679,6 +680,8 @@ class TTTLayer(nn.Module):
         # a trace (for plots) is recorded by the reference; the output stays this method's, so that asking for a
         # trace never changes the numbers
         recorder = self.dual(q, k, v, lr, tau, trace=True)[1] if trace else None
+        if q.numel() == 0:  # no sequence or no token: nothing to arrange, and empty tensors cannot be reshaped
+            return self.dual(q, k, v, lr, tau)[0], recorder
         B, nh, L, f = q.shape
         BN, b = B * nh, self.mini_batch_size
         n_chunks = -(-L // b)

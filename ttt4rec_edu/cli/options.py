@@ -205,7 +205,7 @@ TRAINING_OPTIONS: Dict[str, Dict[str, Any]] = {
     "lr": dict(type=_number, help="Adam learning rate"),
     "device": dict(help="auto | cpu | cuda | cuda:N"),
     "seed": dict(type=integer, help="random seed"),
-    "bf16": dict(flag=True, help="bfloat16 autocast of the training steps"),
+    "bf16": dict(flag=True, help="bfloat16 autocast of the training steps (CUDA and CPU; evaluation stays float32)"),
     "max_train_batches": dict(type=integer, metavar="N", help="at most N training batches per epoch (quick runs)"),
     "adapt_at_test": dict(type=_on_off, metavar="on|off",
                           help="off: switch test-time adaptation off during evaluation (models that support it)"),
