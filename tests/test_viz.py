@@ -303,3 +303,26 @@ def test_outer_loop_picture_draws_no_edge_to_the_loss_through_a_box():
             inside = [p for p in points if box.shrunk(0.9, 0.9).contains(*p)]
             assert not inside, f"an edge to the loss runs through the box {label!r}"
     plt.close(fig)
+
+
+def test_source_without_docstrings_is_the_real_code_and_fits_the_page():
+    """``source_lines(..., docstrings=False)``: the whole method with every docstring (its own and its inner
+    functions') left out; what remains still parses, every line is a line of the file, and it fits 88 columns."""
+    import ast
+    import inspect
+    import textwrap
+
+    from ttt4rec_edu.ttt import TTTLayer
+
+    text = source_view.source_lines(TTTLayer.dual, docstrings=False)
+    header, body = text.split("\n", 1)
+    assert "docstrings left out" in header and '"""' not in body
+    assert max(map(len, text.splitlines())) <= 88
+    ast.parse(body)
+    real = textwrap.dedent("".join(inspect.getsourcelines(TTTLayer.dual)[0]))
+    kept = source_view.source_lines(TTTLayer.dual)
+    assert '"""' in kept and len(kept.splitlines()) > len(text.splitlines())
+    assert all(line.strip() in real for line in body.splitlines() if line.strip() and
+               not line.strip().startswith("#"))
+    with pytest.raises(ValueError, match="whole function"):
+        source_view.source_lines(TTTLayer.dual, start="def run_chunk", docstrings=False)

@@ -146,10 +146,26 @@ def fold_code(text: str, width: int = 88) -> str:
     return "\n".join(lines)
 
 
-def source_lines(func, start: Optional[str] = None, end: Optional[str] = None, width: int = 88) -> str:
+def _docstring_rows(text: str) -> set:
+    """The 0-based rows of ``text`` (source that parses) that belong to a docstring of a function or class."""
+    import ast
+    rows = set()
+    for node in ast.walk(ast.parse(text)):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            rows.update(range(body[0].lineno - 1, body[0].end_lineno))
+    return rows
+
+
+def source_lines(func, start: Optional[str] = None, end: Optional[str] = None, width: int = 88,
+                 docstrings: bool = True) -> str:
     """The real source of ``func`` (a function or method of this library), from the first line containing
     ``start`` to the first line after it containing ``end`` (both included; the whole function by default),
     dedented and folded to ``width`` (:func:`fold_code`). A first comment line names the file and the lines.
+    ``docstrings=False`` leaves out the docstrings of the whole function and of the functions inside it (their
+    lines are shown as they are written, so a wide one would not fit the page); the header says so.
     Raises ``ValueError`` when ``start`` or ``end`` is not found, so a renamed line breaks the book's build
     instead of silently showing something else."""
     import inspect
@@ -171,12 +187,19 @@ def source_lines(func, start: Optional[str] = None, end: Optional[str] = None, w
     module = module.replace("\\", "/").split("/ttt4rec_edu/")[-1]
     header = f"# ttt4rec_edu/{module}, lines {first + i}-{first + j} ({func.__qualname__})"
     body = textwrap.dedent("".join(lines[i:j + 1])).rstrip("\n")
+    if not docstrings:
+        if start is not None or end is not None:
+            raise ValueError("docstrings=False needs the whole function (no start or end)")
+        drop = _docstring_rows(body)
+        body = "\n".join(line for n, line in enumerate(body.split("\n")) if n not in drop)
+        header += ", docstrings left out"
     return header + "\n" + fold_code(body, width)
 
 
-def show_source(func, start: Optional[str] = None, end: Optional[str] = None, width: int = 88):
+def show_source(func, start: Optional[str] = None, end: Optional[str] = None, width: int = 88,
+                docstrings: bool = True):
     """Display :func:`source_lines` as a highlighted Python block in a notebook (plain text elsewhere)."""
-    text = source_lines(func, start, end, width)
+    text = source_lines(func, start, end, width, docstrings)
     try:
         from IPython.display import Markdown, display
     except ImportError:  # pragma: no cover - IPython is a dependency of the book, not of the library
