@@ -27,7 +27,6 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from .experiments import run_dir
 from .train import METRICS_NAME, RANKS_NAME
@@ -50,6 +49,10 @@ def student_t_quantile(p: float, df: int) -> float:
         raise ValueError(f"p must be in (0, 1), got {p}")
     if int(df) != df or df < 1:
         raise ValueError(f"df must be a positive integer, got {df}")
+    # imported here, not at the top: the trainer imports this module, and a bare machine (the lent GPU's
+    # Python: torch, numpy, pandas, matplotlib, seaborn, tqdm) trains without SciPy
+    from scipy import stats as scipy_stats
+
     return float(scipy_stats.t.ppf(p, int(df)))
 
 
