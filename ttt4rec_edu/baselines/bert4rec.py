@@ -42,10 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ttt4rec_edu.baselines.sasrec import TransformerEncoder, attention_mask, init_bert_style
+from ttt4rec_edu.baselines.sasrec import (TransformerEncoder, attention_mask, check_encoder_options,
+                                          init_bert_style)
 from ttt4rec_edu.losses import choose_chunk, chunked_cross_entropy, full_cross_entropy
-from ttt4rec_edu.models import (ItemScoringModel, MAX_DEPTH, check_batch, check_dropout, check_number,
-                                check_size, gather_last, register_model)
+from ttt4rec_edu.models import (ItemScoringModel, check_batch, check_number,
+                                gather_last, register_model)
 
 EVAL_DROP_OLDEST = ("always", "when_full")
 
@@ -68,17 +69,7 @@ class BERT4RecConfig:
     cloze_append_target: bool = False
 
     def __post_init__(self) -> None:
-        check_size("n_layers", self.n_layers, MAX_DEPTH)
-        check_size("hidden_size", self.hidden_size)
-        check_size("n_heads", self.n_heads, self.hidden_size)
-        if self.hidden_size % self.n_heads:
-            raise ValueError(f"hidden_size must be a multiple of n_heads: {self.hidden_size} is not divisible "
-                             f"by {self.n_heads}")
-        check_size("inner_size", self.inner_size)
-        check_dropout("hidden_dropout_prob", self.hidden_dropout_prob)
-        check_dropout("attn_dropout_prob", self.attn_dropout_prob)
-        check_number("layer_norm_eps", self.layer_norm_eps, low_open=True)
-        check_number("initializer_range", self.initializer_range)
+        check_encoder_options(self)
         check_number("mask_ratio", self.mask_ratio, 0.0, 1.0)
         check_number("ft_ratio", self.ft_ratio, 0.0, 1.0)
         if self.eval_drop_oldest not in EVAL_DROP_OLDEST:

@@ -123,6 +123,22 @@ def init_bert_style(module: nn.Module, std: float) -> None:
         nn.init.zeros_(module.bias)
 
 
+def check_encoder_options(config) -> None:
+    """The Transformer encoder's options of a config (SASRec's, BERT4Rec's), each checked with one clear
+    ``ValueError`` naming it: sizes, heads dividing the width, dropouts, the LayerNorm epsilon, the init range."""
+    check_size("n_layers", config.n_layers, MAX_DEPTH)
+    check_size("hidden_size", config.hidden_size)
+    check_size("n_heads", config.n_heads, config.hidden_size)
+    if config.hidden_size % config.n_heads:
+        raise ValueError(f"hidden_size must be a multiple of n_heads: {config.hidden_size} is not divisible "
+                 f"by {config.n_heads}")
+    check_size("inner_size", config.inner_size)
+    check_dropout("hidden_dropout_prob", config.hidden_dropout_prob)
+    check_dropout("attn_dropout_prob", config.attn_dropout_prob)
+    check_number("layer_norm_eps", config.layer_norm_eps, low_open=True)
+    check_number("initializer_range", config.initializer_range)
+
+
 @dataclass
 class SASRecConfig:
     """RecBole 1.2 SASRec defaults."""
@@ -137,17 +153,7 @@ class SASRecConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
-        check_size("n_layers", self.n_layers, MAX_DEPTH)
-        check_size("hidden_size", self.hidden_size)
-        check_size("n_heads", self.n_heads, self.hidden_size)
-        if self.hidden_size % self.n_heads:
-            raise ValueError(f"hidden_size must be a multiple of n_heads: {self.hidden_size} is not divisible "
-                             f"by {self.n_heads}")
-        check_size("inner_size", self.inner_size)
-        check_dropout("hidden_dropout_prob", self.hidden_dropout_prob)
-        check_dropout("attn_dropout_prob", self.attn_dropout_prob)
-        check_number("layer_norm_eps", self.layer_norm_eps, low_open=True)
-        check_number("initializer_range", self.initializer_range)
+        check_encoder_options(self)
 
 
 @register_model("sasrec", config=SASRecConfig, role="baseline", published=2018)
