@@ -37,6 +37,18 @@ def _draw(cdf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((cdf < u[:, None]).sum(axis=1), cdf.shape[1] - 1)
 
 
+def check_world(num_users: int, num_items: int, num_topics: int, min_len: int, max_len: int) -> None:
+    """The size options every synthetic generator shares, each refused with one clear ``ValueError``: at least
+    one topic and two items per topic, ``2 <= min_len <= max_len``, at least one user."""
+    if num_topics < 1 or num_items < 2 * num_topics:
+        raise ValueError(f"need num_topics >= 1 and at least 2 items per topic, got {num_items} items for "
+                         f"{num_topics} topics")
+    if not 2 <= min_len <= max_len:
+        raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
+    if num_users < 1:
+        raise ValueError("num_users must be >= 1")
+
+
 def make_drift_data(num_users: int = 2000, num_items: int = 500, num_topics: int = 10, min_len: int = 20,
                     max_len: int = 50, drift: float = 0.05, mode: str = "switch", seed: int = 0,
                     transition_strength: float = 0.8, num_successors: int = 3,
@@ -50,13 +62,7 @@ def make_drift_data(num_users: int = 2000, num_items: int = 500, num_topics: int
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not 0.0 <= float(drift) <= 1.0:
         raise ValueError(f"drift must be a rate in [0, 1], got {drift!r}")
-    if num_topics < 1 or num_items < 2 * num_topics:
-        raise ValueError(f"need num_topics >= 1 and at least 2 items per topic, got {num_items} items for "
-                         f"{num_topics} topics")
-    if not 2 <= min_len <= max_len:
-        raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
-    if num_users < 1:
-        raise ValueError("num_users must be >= 1")
+    check_world(num_users, num_items, num_topics, min_len, max_len)
     rng = np.random.default_rng(seed)
     K, N, T, U = int(num_topics), int(num_items), int(max_len), int(num_users)
 
@@ -147,4 +153,4 @@ def make_drift_data(num_users: int = 2000, num_items: int = 500, num_topics: int
     )
 
 
-__all__ = ["MODES", "make_drift_data"]
+__all__ = ["MODES", "check_world", "make_drift_data"]

@@ -43,6 +43,7 @@ from typing import List, Tuple
 import numpy as np
 
 from .protocol import SampleSet, SequenceData
+from .synthetic import check_world
 
 DRIFT_MODES = ("switch", "gradual")
 SOURCES = {"first": -1, "fresh": 0, "successor": 1, "repeat": 2}
@@ -70,13 +71,7 @@ def make_history_data(num_users: int = 500, num_items: int = 200, num_topics: in
         raise ValueError(f"repeat_decay must be in (0, 1], got {repeat_decay!r}")
     if drift_mode not in DRIFT_MODES:
         raise ValueError(f"drift_mode must be one of {DRIFT_MODES}, got {drift_mode!r}")
-    if num_topics < 1 or num_items < 2 * num_topics:
-        raise ValueError(f"need num_topics >= 1 and at least 2 items per topic, got {num_items} items for "
-                         f"{num_topics} topics")
-    if not 2 <= min_len <= max_len:
-        raise ValueError(f"need 2 <= min_len <= max_len, got min_len={min_len}, max_len={max_len}")
-    if num_users < 1:
-        raise ValueError("num_users must be >= 1")
+    check_world(num_users, num_items, num_topics, min_len, max_len)
     rng = np.random.default_rng(seed)
     K, N, T, U = int(num_topics), int(num_items), int(max_len), int(num_users)
 
