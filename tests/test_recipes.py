@@ -30,7 +30,7 @@ def test_the_official_recipe_is_the_authors_config_at_the_chosen_batch():
     # defaults); the batch is the one chosen for CPU
     for key in ("epochs", "patience", "lr", "weight_decay", "valid_metric", "max_train_batches"):
         assert official[key] == getattr(defaults, key), key
-    assert official["batch_size"] == OFFICIAL_BATCH_SIZE == 256
+    assert official["batch_size"] == OFFICIAL_BATCH_SIZE == 2048
     assert set(official) == set(RECIPE_FIELDS) == set(RECIPES["cpu6"])
     assert RECIPES["cpu6"]["epochs"] == 6 and RECIPES["cpu6"]["batch_size"] == 256
 
@@ -40,7 +40,9 @@ def test_a_config_records_the_recipe_its_values_make():
     assert TrainConfig(epochs=6, batch_size=256).to_dict()["recipe"] == "cpu6"
     assert TrainConfig(epochs=6, batch_size=256, lr=3e-3).to_dict()["recipe"] == CUSTOM
     assert TrainConfig(epochs=6, batch_size=256, max_train_batches=5).to_dict()["recipe"] == CUSTOM
-    assert TrainConfig(batch_size=2048).to_dict()["recipe"] == CUSTOM   # the trainer's default batch
+    # the trainer's defaults are the official recipe (batch 2048 kept by the measurement of issue 21)
+    assert TrainConfig().to_dict()["recipe"] == "official"
+    assert TrainConfig(batch_size=256).to_dict()["recipe"] == CUSTOM
     # an older record without the keys (or with None for "the trainer's default") has the defaults' values
     defaults = TrainConfig().to_dict()
     assert recipe_of({"epochs": 6, "patience": None, "batch_size": 256}, defaults) == "cpu6"
@@ -122,7 +124,7 @@ def test_a_run_with_the_official_settings_is_official_and_old_records_resume_and
     rows = collect_results(official)
     assert list(rows["recipe"]) == ["official"]
     write_reports(tmp_path / "reports", rows)
-    assert "recipe official: at most 4 epochs, patience 5, batch 256" in (tmp_path / "reports" / "summary.md") \
+    assert f"recipe official: at most 4 epochs, patience 5, batch {OFFICIAL_BATCH_SIZE}" in (tmp_path / "reports" / "summary.md") \
         .read_text()
     # the same folder asked with another recipe: the finished run is not mixed into it
     code, _, err = run_main(_tiny(official, "--recipe", "cpu6"), capsys)
@@ -137,8 +139,13 @@ def test_train_records_its_recipe_everywhere(tmp_path, capsys):
     assert json.loads((out / METRICS_NAME).read_text())["config"]["recipe"] == "cpu6"
     record = json.loads((out / RECORD_NAME).read_text())
     assert (record["recipe"], record["model"], record["seed"]) == ("cpu6", "pop", TrainConfig().seed)
-    # without --recipe the run is named by its values: the trainer's defaults (batch 2048) are no named recipe
+    # without --recipe the run is named by its values: the trainer's defaults are the official recipe, and one
+    # changed value makes a custom run
     code, _, err = run_main(["train", "--model", "pop", "--data", "synthetic", "--out", tmp_path / "plain",
                              "--no-progress"], capsys)
     assert code == 0, err
-    assert json.loads((tmp_path / "plain" / RECORD_NAME).read_text())["recipe"] == CUSTOM
+    assert json.loads((tmp_path / "plain" / RECORD_NAME).read_text())["recipe"] == "official"
+    code, _, err = run_main(["train", "--model", "pop", "--data", "synthetic", "--out", tmp_path / "custom",
+                             "--batch-size", "64", "--no-progress"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "custom" / RECORD_NAME).read_text())["recipe"] == CUSTOM
