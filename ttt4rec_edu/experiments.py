@@ -415,7 +415,9 @@ def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = Non
                        data=(metrics.get("run") or {}).get("data_name", exp.dataset), run_key=exp.run_key)
             recorded = RunSettings.recorded_shaping(info.get("settings", {}))   # a run without them: legacy
             row.update(timestamps=recorded["timestamps"], ties=recorded["ties"],
-                       recipe=info.get("recipe") or recipe_of(config, _TRAINER.to_dict()))   # older runs: inferred
+                       # read from the values, never from the recorded label: a recipe is a name for values,
+                       # and a run recorded before a recipe's values were fixed keeps its values, not its label
+                       recipe=recipe_of(config, _TRAINER.to_dict()))
             rows.append(row)
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
