@@ -38,6 +38,7 @@ Training and evaluation
 - ``ttt4rec_edu.checkpoint``         what a checkpoint holds besides the weights: every generator's state
 - ``ttt4rec_edu.train``              the outer loop (``TrainConfig``: the one place training defaults live)
 - ``ttt4rec_edu.runner``             one run set up and run (``run_one``), its folder's rules, "finished"
+- ``ttt4rec_edu.reevaluate``         η = 0 at test from an adapting run's own best weights (a derived run)
 - ``ttt4rec_edu.distributed``        data-parallel training under ``torchrun``
 
 Experiments and reading results

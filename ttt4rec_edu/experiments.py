@@ -34,6 +34,7 @@ from .baselines import BASELINES   # noqa: F401  (re-exported; the tables ask th
 from .models import baseline_names, model_info, reference_names
 from .data.filtering import DEFAULT_TIMESTAMPS
 from .recipes import recipe_of
+from .reevaluate import derive_eta0_run
 from .runner import RECORD_NAME, is_finished
 from .train import METRICS_NAME, TrainConfig
 
@@ -336,6 +337,16 @@ def _reuse_note(experiment: Experiment, target: Path, recorded: Dict[str, object
     return f" (evaluated with ties={recorded['ties']}, kept)" if "ties" in differs else ""
 
 
+# Under this recipe the η = 0-at-test arm is not trained: it is the adapting run's best weights evaluated again
+# (ttt4rec_edu.reevaluate). The committed 6-epoch runs (cpu6) trained it as a run of its own, and stay as they are.
+DERIVED_ETA0_RECIPE = "official"
+
+
+def derives_eta0(experiment: Experiment, config: TrainConfig) -> bool:
+    """Whether this run of ``experiment`` is derived from its adapting twin rather than trained."""
+    return not experiment.adapt_at_test and config.to_dict()["recipe"] == DERIVED_ETA0_RECIPE
+
+
 def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0, 1, 2),
                     out: Path = Path("results"), settings: Optional[RunSettings] = None,
                     log: Callable[[str], None] = print, **options) -> pd.DataFrame:
@@ -343,6 +354,10 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
 
     ``settings`` or keyword ``options`` (any :class:`RunSettings` field, e.g. ``epochs=3, device="cuda"``)
     say how; options override the settings' fields.
+
+    Under the ``official`` recipe the η = 0-at-test arm is not trained but derived: the adapting run of the same
+    seed (finished first: it comes first in every table) is evaluated again from its best weights with η = 0
+    (:func:`ttt4rec_edu.reevaluate.derive_eta0_run`), so the two arms are the same weights.
 
     Each run is set up by :func:`ttt4rec_edu.runner.run_one` (as ``train``'s). A run that is not finished
     (:func:`ttt4rec_edu.runner.is_finished`: ``metrics.json`` and ``experiment.json``) but has a checkpoint (killed)
@@ -374,9 +389,23 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
             request = _cell_request(exp, settings)
             if request not in cache:   # one load per cell, shared by its seeds
                 cache[request] = request.load()
+            config = settings.train_config(seed, exp.adapt_at_test)
+            if derives_eta0(exp, config):
+                source = run_dir(out, dataclasses.replace(exp, adapt_at_test=True), seed)
+                if not is_finished(source):
+                    raise ExperimentError(
+                        f"the η = 0-at-test arm of recipe {DERIVED_ETA0_RECIPE!r} evaluates the adapting run's best "
+                        f"weights again: finish {source} first (reproduce --models "
+                        f"{dataclasses.replace(exp, adapt_at_test=True).variant} --seeds {seed})")
+                log(f"derive (η = 0 at test from {source.parent.name} seed {seed}'s best weights): "
+                    f"{exp.run_key} seed {seed}")
+                derive_eta0_run(source, target, cache[request][1], device=settings.device,
+                                progress=settings.progress,
+                                record={**asdict(exp), "run_key": exp.run_key, "settings": settings.shaping()})
+                continue
             resume = run_state(target) == "resumable"
             log(f"{'resume' if resume else 'run'}: {exp.run_key} seed {seed}")
-            run_one(exp.model, target, settings.train_config(seed, exp.adapt_at_test), cache[request],
+            run_one(exp.model, target, config, cache[request],
                     model_options=exp.model_overrides(), resume=resume, claim=False,
                     run_info={"experiment": exp.run_key, "data": settings.data_source or exp.dataset},
                     record={**asdict(exp), "run_key": exp.run_key, "settings": settings.shaping()})

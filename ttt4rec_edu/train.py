@@ -112,7 +112,8 @@ class TrainConfig:
 
     def validate(self, trains: bool = False) -> None:
         """Raise :class:`TrainConfigError` (a ``ValueError``) naming every bad value; the one check of them.
-        ``epochs=0`` evaluates an untrained model (the book does); ``trains=True`` (a command's run) asks for one."""
+        ``epochs=0`` evaluates an untrained model (the book does); ``trains=True`` (a command's run) asks for one.
+        :func:`train` calls it through :meth:`ensure_valid`, so values checked already are not checked twice."""
         problems = []
 
         def bad(field: str, rule: str, value) -> None:
@@ -148,6 +149,17 @@ class TrainConfig:
             problems.append(("device", f"device {device_problem}"))
         if problems:
             raise TrainConfigError(problems)
+        self.__dict__["_valid_values"] = self._values()   # what ensure_valid() need not check again
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    def ensure_valid(self) -> None:
+        """:meth:`validate`, unless these very values passed it already: a run set up by the library
+        (``ttt4rec_edu.runner``) is checked once, before any data is read, and :func:`train` does not check it
+        again; a config changed since is checked anew."""
+        if self.__dict__.get("_valid_values") != self._values():
+            self.validate()
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -407,6 +419,14 @@ def _evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: t
             model.set_adapt_at_test(True)
 
 
+def evaluate_split(model: nn.Module, sample_set, config: TrainConfig, device: torch.device, desc: str,
+                   ranks_out: Optional[Path] = None) -> Dict[str, float]:
+    """One split's HR/NDCG@ks exactly as the trainer reports them (single process): test-time adaptation as
+    ``config.adapt_at_test`` says, ``config.ties``, and every rank saved to ``ranks_out`` when given. Used to
+    evaluate saved weights again (``ttt4rec_edu.reevaluate``)."""
+    return _evaluate_split(model, sample_set, config, device, desc, ranks_out=ranks_out)
+
+
 # ------------------------------------------------------------------------------------------- the loop
 
 
@@ -433,7 +453,7 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
         ``device``, ``train_time_s``, ``run``.
     """
     config = TrainConfig() if config is None else config
-    config.validate()
+    config.ensure_valid()   # validate(), once per run
     if dist is not None and not dist.is_main and config.progress:  # rank 0 alone prints
         config = dataclasses.replace(config, progress=False)
     out_path = Path(out_dir) if out_dir is not None else None
@@ -559,5 +579,6 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, generator: torch.G
 
 
 __all__ = ["TrainConfig", "TrainConfigError", "TrainError", "OutputDirError", "ResumeError", "NonFiniteLossError",
-           "ModelCapabilityError", "check_device", "train", "train_epoch", "batch_loss", "check_out_dir",
+           "ModelCapabilityError", "check_device", "train", "train_epoch", "evaluate_split", "batch_loss",
+           "check_out_dir",
            "CHECKPOINT_NAME", "METRICS_NAME", "RANKS_NAME", "WRITE_PROBE_PREFIX"]
