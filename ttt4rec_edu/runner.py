@@ -13,17 +13,26 @@ The folder rules sit here beside the trainer, with the trainer's own file names 
   :func:`run_state` says ``finished``, ``resumable`` (a checkpoint) or ``new``.
 - :func:`claim_out_dir` refuses an output folder whose files a new run would silently replace or mix with, or
   clears it on request (``--overwrite``), and a failed run removes the empty folders it created.
+
+A run asked for with plain values is a :class:`TrainRequest` (the command line's ``train`` makes one from its
+options, once); :func:`run_request` does the rest in the library, in this order: the recipe
+(:func:`with_recipe`: an option given beside ``--recipe`` must agree with it), the device (resolved once, or by
+``torchrun``'s process group), the one check of the trainer's settings (:func:`checked_config`), then
+:func:`run_one`, which reads the request's data. Its messages name the command line's options (``--epochs``),
+as the folder rules' do (``--out``).
 """
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Collection, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 from .data.registry import DataRequest
-from .train import (CHECKPOINT_NAME, METRICS_NAME, RANKS_NAME, WRITE_PROBE_PREFIX, TrainConfig, TrainError,
-                    check_out_dir, train)
+from .recipes import RECIPE_FIELDS, contradictions, recipe_values
+from .train import (CHECKPOINT_NAME, METRICS_NAME, RANKS_NAME, WRITE_PROBE_PREFIX, TrainConfig, TrainConfigError,
+                    TrainError, check_out_dir, train)
 from .utils import atomic_write_json, is_atomic_leftover, set_seed
 
 RECORD_NAME = "experiment.json"   # what the run was (model, data, seed, settings, recipe); written last
@@ -132,8 +141,8 @@ def run_one(model_name: str, out_dir: Path, config: TrainConfig, data: Union[Dat
     Args:
         model_name: a registered model (``ttt4rec_edu.models``), built with ``model_options``.
         out_dir: the run's folder.
-        config: the trainer's settings, already validated by the caller's one check (its seed seeds the model's
-            initial weights too; its device is used as it is).
+        config: the trainer's settings (its seed seeds the model's initial weights too; its device is used as it
+            is); ``train()`` checks them unless they passed the check already (:func:`checked_config`).
         data: what to read (a :class:`ttt4rec_edu.data.registry.DataRequest`, read once the folder is proven
             writable), or the ``(SequenceData, Splits)`` already read (the experiments share one load per cell).
         run_info: facts recorded under ``run`` in ``metrics.json`` beside the model, its options and the data.
@@ -178,5 +187,120 @@ def run_one(model_name: str, out_dir: Path, config: TrainConfig, data: Union[Dat
     return result
 
 
+# ------------------------------------------------------------------------------------------- the request
+
+
+def option_name(field_name: str) -> str:
+    """The command line's option of a :class:`TrainConfig` field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def shown_value(value) -> str:
+    """A setting as the command line writes it: ``on``/``off``, ``0.001``, ``256``."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def with_recipe(recipe: Optional[str], values: Mapping[str, Any], given: Collection[str] = ()) -> Dict[str, Any]:
+    """``values`` (:class:`TrainConfig` fields) with recipe ``recipe``'s values set on those of its fields they
+    hold; an option ``given`` beside the recipe that contradicts it is refused in one line (the override is never
+    recorded silently under the recipe's name). ``recipe=None`` returns ``values`` unchanged."""
+    values = dict(values)
+    if recipe is None:
+        return values
+    asked = {name: values[name] for name in given if name in RECIPE_FIELDS and name in values}
+    wrong = contradictions(recipe, asked)
+    if wrong:
+        fixed = recipe_values(recipe)
+        shown = ", ".join(f"{option_name(k)} {shown_value(v)} (the recipe has {shown_value(fixed[k])})"
+                          for k, v in wrong.items())
+        raise RunSetupError(f"--recipe {recipe} contradicts {shown}: leave the option out, or leave --recipe "
+                            "out to make a custom run")
+    values.update({name: value for name, value in recipe_values(recipe).items() if name in values})
+    return values
+
+
+def checked_config(config: TrainConfig, recipe: Optional[str] = None) -> TrainConfig:
+    """``config`` after :meth:`TrainConfig.validate` (the one check; a command's run trains at least one epoch),
+    its problems told by option name; with ``recipe``, also that the config is that recipe's (so no option the
+    command lacks was left at another value)."""
+    try:
+        config.validate(trains=True)
+    except TrainConfigError as err:
+        raise RunSetupError("; ".join(option_name(name) + message[len(name):] for name, message in err.problems)) \
+            from None
+    made = config.to_dict()["recipe"]
+    if recipe is not None and made != recipe:
+        raise RunSetupError(f"--recipe {recipe}: the run's settings make recipe {made!r}")
+    return config
+
+
+def resolve_run_device(device):
+    """``--device`` resolved once for a run (or a table of runs); the trainer takes the result as it is."""
+    from .utils import resolve_device
+
+    try:
+        return resolve_device(device)
+    except RuntimeError as err:
+        raise RunSetupError(f"--device {device}: {err}") from None
+
+
+@dataclass
+class TrainRequest:
+    """One training run asked for with plain values; :func:`run_request` checks, sets up and runs it.
+
+    ``training`` holds :class:`TrainConfig` field values (the trainer's defaults for those left out; ``device``
+    unresolved, ``progress`` as asked: only the writing rank shows it); ``given`` names the ones asked for
+    explicitly, which ``recipe`` may not contradict. ``model_options`` go to the model's factory.
+    """
+
+    model: str
+    data: DataRequest
+    out_dir: Path
+    training: Dict[str, Any] = field(default_factory=dict)
+    recipe: Optional[str] = None
+    given: FrozenSet[str] = frozenset()
+    model_options: Dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    overwrite: bool = False
+
+
+def run_request(request: TrainRequest) -> Optional[Dict[str, Any]]:
+    """Check and run ``request``: its recipe, its device (under ``torchrun``: join the process group, one GPU per
+    process), the one check of its settings, then :func:`run_one`. Returns ``metrics.json``'s content on the
+    process that writes (the only one, or rank 0), ``None`` on the other ranks."""
+    from . import distributed
+
+    values = with_recipe(request.recipe, request.training, request.given)
+    device = values.get("device", "auto")
+    try:
+        context = distributed.init_from_env(device)   # None unless started by torchrun
+    except (RuntimeError, ValueError) as err:
+        raise RunSetupError(f"torchrun / --device {device}: {err}") from None
+    try:
+        result = _run_checked(request, values, context)
+    except BaseException:   # no barrier: the other ranks may never reach it (torchrun stops them)
+        distributed.shutdown(context, barrier=False)
+        raise
+    distributed.shutdown(context)
+    return result if context is None or context.is_main else None
+
+
+def _run_checked(request: TrainRequest, values: Dict[str, Any], context) -> Dict[str, Any]:
+    is_main = context is None or context.is_main
+    # torchrun: init_from_env resolved this rank's device; else the one resolution of the run
+    device = context.device if context is not None else resolve_run_device(values.get("device", "auto"))
+    config = checked_config(TrainConfig(**{**values, "device": device,
+                                           "progress": values.get("progress", True) and is_main}), request.recipe)
+    data = request.data
+    return run_one(request.model, request.out_dir, config, data, model_options=request.model_options,
+                   run_info={"data": data.source, "format": data.format}, resume=request.resume,
+                   overwrite=request.overwrite, dist=context,
+                   record={"model": request.model, "model_options": request.model_options, "data": data.source,
+                           "split": data.split})
+
+
 __all__ = ["RECORD_NAME", "RUN_FILES", "RunFolderError", "RunSetupError", "is_finished", "run_state",
-           "is_run_file", "claim_out_dir", "first_missing", "remove_if_empty", "run_one"]
+           "is_run_file", "claim_out_dir", "first_missing", "remove_if_empty", "run_one", "TrainRequest",
+           "run_request", "with_recipe", "checked_config", "resolve_run_device", "option_name", "shown_value"]

@@ -9,10 +9,12 @@ One module per command family, under this package's face (:func:`build_parser`, 
 - ``ttt4rec_edu.cli.reproduce``    ``reproduce``: the paper's tables and the CPU-scale runs
 - ``ttt4rec_edu.cli.instructor``   ``instructor {index,export,grade}``
 
-The command line imports the library and nothing in the library imports it. A run is set up by the library
-(``ttt4rec_edu.runner.run_one``, for ``train`` and ``reproduce`` alike); the training options take their defaults
-from :class:`ttt4rec_edu.train.TrainConfig` and are checked by its ``validate()``; the device is resolved once per
-run, here, and handed on resolved.
+The command line imports the library and nothing in the library imports it, or calls back into it: a command
+turns its options into plain values once and the library does the rest. A run is set up by the library
+(``ttt4rec_edu.runner.run_one``, for ``train`` and ``reproduce`` alike; ``train`` asks through a
+``ttt4rec_edu.runner.TrainRequest``); the training options take their defaults from
+:class:`ttt4rec_edu.train.TrainConfig`, and the library applies the recipe, resolves the device once per run and
+checks the values with ``validate()``.
 
 Every expected problem (unknown dataset, missing file, malformed split, bad max length, unknown model, a model
 option of the wrong type, unwritable output folder, an output folder holding another run, a checkpoint of another

@@ -2,10 +2,11 @@
 
 The training options are written once, here, from :class:`ttt4rec_edu.train.TrainConfig`'s fields
 (:data:`TRAINING_OPTIONS`: the option of each field, its type and help; the default is the field's): ``train``
-and ``reproduce`` add theirs with :func:`add_training_options`, and every value is checked once, by
-``TrainConfig.validate()`` (:func:`checked` names the options in its messages). ``--recipe NAME``
-(``ttt4rec_edu.recipes``) sets the recipe's options; an option given beside it that contradicts it is refused in
-one line (:func:`apply_recipe`), so a run never records a recipe it was not made with.
+and ``reproduce`` add theirs with :func:`add_training_options`, which also notes which options were given (in
+``args.given``). The values are the library's to check, once: ``--recipe NAME`` (``ttt4rec_edu.recipes``) sets the
+recipe's options and refuses an option given beside it that contradicts it (``ttt4rec_edu.runner.with_recipe``),
+so a run never records a recipe it was not made with, and ``TrainConfig.validate()`` checks every value
+(``ttt4rec_edu.runner.checked_config`` names the options in its messages).
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from ..data.filtering import DEFAULT_TIMESTAMPS, TIMESTAMP_MODES
 from ..data.registry import DEFAULT_MAX_LEN
 from ..losses import LOSS_COLUMNS
 from ..metrics import TIE_POLICIES
-from ..recipes import RECIPE_FIELDS, RECIPE_HELP, RECIPES, contradictions, recipe_values
-from ..train import TrainConfig, TrainConfigError
+from ..recipes import RECIPE_HELP, RECIPES
+from ..runner import shown_value
+from ..train import TrainConfig
 from ..ttt import INNER_MODELS
 
 EXIT_USAGE = 2
@@ -223,12 +225,6 @@ TRAINING_OPTIONS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _shown_default(value) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def add_training_options(group, names: Iterable[str]) -> None:
     """Add the options of the TrainConfig fields ``names`` (``--batch-size`` for ``batch_size``), each with the
     field's default and :data:`TRAINING_OPTIONS`' type and help."""
@@ -236,7 +232,7 @@ def add_training_options(group, names: Iterable[str]) -> None:
         spec = dict(TRAINING_OPTIONS[name])
         default = getattr(_TRAINER, name)
         if default is not None and not spec.get("flag"):
-            spec["help"] += f" (default {_shown_default(default)})"
+            spec["help"] += f" (default {shown_value(default)})"
         group.add_argument("--" + name.replace("_", "-"), action=_Given, default=default, **spec)
 
 
@@ -247,43 +243,6 @@ def add_recipe_option(group) -> None:
                        help=f"a named set of training options ({shown}); an option given beside it must agree "
                             "with it. Every run records its recipe, read from its values ('custom' when they "
                             "match none)")
-
-
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def apply_recipe(args) -> None:
-    """Set ``args.recipe``'s options on ``args``; refuse in one line an option given beside it that contradicts
-    it (the override is never recorded silently under the recipe's name)."""
-    if args.recipe is None:
-        return
-    given = {name: getattr(args, name) for name in getattr(args, "given", None) or () if name in RECIPE_FIELDS}
-    wrong = contradictions(args.recipe, given)
-    if wrong:
-        recipe = recipe_values(args.recipe)
-        shown = ", ".join(f"{_option(k)} {_shown_default(v)} (the recipe has {_shown_default(recipe[k])})"
-                          for k, v in wrong.items())
-        raise CliError(f"--recipe {args.recipe} contradicts {shown}: leave the option out, or leave --recipe "
-                       "out to make a custom run")
-    for name, value in recipe_values(args.recipe).items():
-        if name in TRAINING_OPTIONS:
-            setattr(args, name, value)
-
-
-def checked(config: TrainConfig, recipe=None) -> TrainConfig:
-    """``config`` after :meth:`TrainConfig.validate` (the one check), its problems told by option name; with
-    ``recipe``, also that the config is that recipe's (so no option the command line lacks was left at another
-    value)."""
-    try:
-        config.validate(trains=True)   # a command trains: at least one epoch
-    except TrainConfigError as err:
-        raise CliError("; ".join(_option(field) + message[len(field):] for field, message in err.problems)) \
-            from None
-    made = config.to_dict()["recipe"]
-    if recipe is not None and made != recipe:
-        raise CliError(f"--recipe {recipe}: the run's settings make recipe {made!r}")
-    return config
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -383,6 +342,6 @@ def print_table(rows: List[tuple]) -> None:
 
 
 __all__ = ["EXIT_USAGE", "RAW", "CliError", "TRAINING_OPTIONS", "add_training_options", "add_recipe_option",
-           "apply_recipe", "checked", "add_data_options", "add_model_options", "add_source_options",
+           "add_data_options", "add_model_options", "add_source_options",
            "add_timestamps_option", "model_overrides", "check_model_name", "check_model_arg_types",
            "build_model_or_fail", "print_table"]

@@ -12,11 +12,11 @@ import dataclasses
 from pathlib import Path
 from typing import Dict, Tuple
 
-from ..experiments import (TABLES, ExperimentError, RunSettings, collect_results, display_name, format_summary,
+from ..experiments import (TABLES, RunSettings, collect_results, display_name, format_summary,
                            paper_row, run_dir, run_experiments, select, summarize, table_experiments, write_reports)
-from ..runner import run_state
+from ..runner import checked_config, resolve_run_device, run_state, with_recipe
 from .options import (RAW, add_recipe_option, add_source_options, add_timestamps_option, add_training_options,
-                      apply_recipe, checked, positive_int)
+                      positive_int)
 
 # the RunSettings fields that are TrainConfig fields, set by their training options
 REPRODUCE_FIELDS = ("epochs", "patience", "batch_size", "max_train_batches", "device", "bf16", "loss_chunk", "ties")
@@ -110,14 +110,15 @@ def add_reproduce_parser(commands) -> argparse.ArgumentParser:
 
 
 def _settings(args) -> RunSettings:
-    """The run settings from the options: every RunSettings field has its option of the same name."""
-    return RunSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunSettings)})
+    """The run settings from the options (every RunSettings field has its option of the same name), with
+    ``--recipe``'s values (the library refuses an option given beside it that contradicts it)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunSettings)}
+    training = {name: values[name] for name in REPRODUCE_FIELDS}
+    return RunSettings(**{**values, **with_recipe(args.recipe, training, getattr(args, "given", None) or ())})
 
 
 def cmd_reproduce(args) -> int:
     """``python -m ttt4rec_edu reproduce``: list, estimate, dry-run or run a table and write the reports."""
-    from ..utils import resolve_device
-
     experiments = select(table_experiments(args.table), args.dataset, args.models, args.split)
     if args.list:
         for exp in experiments:
@@ -131,10 +132,9 @@ def cmd_reproduce(args) -> int:
 
         print(format_estimate(estimate_costs(args.table, seeds=len(args.seeds), experiments=experiments)))
         return 0
-    apply_recipe(args)
     settings = _settings(args)
     # the trainer's check, before any run starts; the recipe every run will record (read from the values)
-    recipe = checked(settings.train_config(seed=args.seeds[0]), args.recipe).to_dict()["recipe"]
+    recipe = checked_config(settings.train_config(seed=args.seeds[0]), args.recipe).to_dict()["recipe"]
     out = Path(args.out)
     if args.dry_run:
         shown = {"finished": "finished", "resumable": "would resume", "new": "would run"}
@@ -142,10 +142,7 @@ def cmd_reproduce(args) -> int:
             for seed in args.seeds:
                 print(f"{shown[run_state(run_dir(out, exp, seed))]:<13} {exp.key} seed {seed}")
         return 0
-    try:
-        device = resolve_device(args.device)  # once for every run: the trainer takes the resolved device as is
-    except RuntimeError as err:
-        raise ExperimentError(f"--device {args.device}: {err}") from None
+    device = resolve_run_device(settings.device)   # once for every run: the trainer takes it as it is
     settings = dataclasses.replace(settings, device=device)
     print(f"table {args.table}: {len(experiments)} experiments × {len(args.seeds)} seeds on {device}, "
           f"recipe {recipe}, results in {out}", flush=True)

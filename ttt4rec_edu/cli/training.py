@@ -1,9 +1,10 @@
 """The data and model commands: ``data stats``, ``train`` and ``model-summary``.
 
-``train`` hands its run to :func:`ttt4rec_edu.runner.run_one` (the library's one run setup, which ``reproduce``
-uses too): this module only turns the options into a :class:`ttt4rec_edu.train.TrainConfig`, the model's options
-and a data loader. Under ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK set) the run is data-parallel
-(``ttt4rec_edu.distributed``).
+``train`` turns its options, once, into a plain :class:`ttt4rec_edu.runner.TrainRequest` (the trainer's values,
+the recipe, the model's options, a :class:`ttt4rec_edu.data.registry.DataRequest`) and hands it to
+:func:`ttt4rec_edu.runner.run_request`: the library applies the recipe, resolves the device, checks the settings
+once and sets the run up (``run_one``, which ``reproduce`` uses too). Under ``torchrun`` (RANK, WORLD_SIZE,
+LOCAL_RANK set) the run is data-parallel (``ttt4rec_edu.distributed``).
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import json
 from pathlib import Path
 
 from ..data.registry import DEFAULT_MAX_LEN, DataRequest
-from ..runner import RUN_FILES, run_one
-from ..train import METRICS_NAME, TrainConfig
-from .options import (RAW, CliError, add_data_options, add_model_options, add_recipe_option, add_training_options,
-                      apply_recipe, build_model_or_fail, check_model_arg_types, check_model_name, checked,
-                      max_length, model_overrides, positive_int, print_table)
+from ..runner import RUN_FILES, TrainRequest, run_request
+from ..train import METRICS_NAME
+from .options import (RAW, add_data_options, add_model_options, add_recipe_option, add_training_options,
+                      build_model_or_fail, check_model_arg_types, check_model_name, max_length, model_overrides,
+                      positive_int, print_table)
 
 DATA_STATS_EXAMPLES = """\
 examples:
@@ -144,47 +145,18 @@ def cmd_data_stats(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .. import distributed
-
+    """The options turned, once, into a :class:`ttt4rec_edu.runner.TrainRequest`; the library does the rest."""
     check_model_name(args.model)
-    apply_recipe(args)
-    try:
-        context = distributed.init_from_env(args.device)  # None unless started by torchrun
-    except (RuntimeError, ValueError) as err:
-        raise CliError(f"torchrun / --device {args.device}: {err}") from None
-    try:
-        code = _train(args, context)
-    except BaseException:  # no barrier: the other ranks may never reach it (torchrun stops them)
-        distributed.shutdown(context, barrier=False)
-        raise
-    distributed.shutdown(context)
-    return code
-
-
-def _train(args, context) -> int:
-    from ..utils import resolve_device
-
-    if context is not None:  # torchrun: init_from_env already resolved this rank's device
-        device = context.device
-    else:
-        try:
-            device = resolve_device(args.device)  # the one resolution of the run; the trainer takes it as is
-        except RuntimeError as err:
-            raise CliError(f"--device {args.device}: {err}") from None
-    is_main = context is None or context.is_main
-    values = {name: getattr(args, name) for name in TRAIN_FIELDS}
-    config = checked(TrainConfig(**{**values, "device": device, "progress": not args.no_progress and is_main}),
-                     args.recipe)
     overrides = model_overrides(args)
     check_model_arg_types(args.model, overrides)
+    training = {name: getattr(args, name) for name in TRAIN_FIELDS}
     out_dir = Path(args.out) if args.out else Path("runs") / f"{args.model}-{Path(args.data).stem}"
-    request = _data_request(args)   # read by the run, once its folder is proven writable
-    result = run_one(args.model, out_dir, config, request, model_options=overrides,
-                     run_info={"data": args.data, "format": args.format}, resume=args.resume,
-                     overwrite=args.overwrite, dist=context,
-                     record={"model": args.model, "model_options": overrides, "data": args.data,
-                             "split": args.split})
-    if not is_main:
+    request = TrainRequest(args.model, _data_request(args), out_dir,
+                           training={**training, "progress": not args.no_progress}, recipe=args.recipe,
+                           given=frozenset(getattr(args, "given", None) or ()), model_options=overrides,
+                           resume=args.resume, overwrite=args.overwrite)
+    result = run_request(request)
+    if result is None:   # a torchrun rank other than 0: rank 0 prints and writes
         return 0
     shown = "  ".join(f"{k}={v:.4f}" for k, v in result["test"].items())
     print(f"test: {shown}")
