@@ -37,9 +37,10 @@ Training and evaluation
 - ``ttt4rec_edu.recipes``            named training recipes (``official``, ``cpu6``); a run's recipe from its values
 - ``ttt4rec_edu.checkpoint``         what a checkpoint holds besides the weights: every generator's state
 - ``ttt4rec_edu.train``              the outer loop (``TrainConfig``: the one place training defaults live)
-- ``ttt4rec_edu.runner``             one run set up and run (``run_one``), its folder's rules, "finished"
-- ``ttt4rec_edu.reevaluate``         η = 0 at test from an adapting run's own best weights (a derived run)
 - ``ttt4rec_edu.distributed``        data-parallel training under ``torchrun``
+- ``ttt4rec_edu.runner``             one run asked for (``TrainRequest``), set up and run (``run_one``), its
+  folder's rules, "finished"
+- ``ttt4rec_edu.reevaluate``         η = 0 at test from an adapting run's own best weights (a derived run)
 
 Experiments and reading results
 
@@ -47,6 +48,7 @@ Experiments and reading results
 - ``ttt4rec_edu.estimate``           what a table will cost on a GPU, from counted FLOPs
 - ``ttt4rec_edu.gpu_results``        measured GPU results beside those estimates
 - ``ttt4rec_edu.analysis``           learning curves, per-sample comparisons, intervals (chapter 9)
+- ``ttt4rec_edu.adaptation``         does adapting help? TTT4Rec's three arms, per user and over seeds
 - ``ttt4rec_edu.drift_study``        three TTT4Rec arms on synthetic interest drift (Markov in the last item)
 - ``ttt4rec_edu.history_study``      every arm against the oracle over repeats, taste and its drift (chapter 11)
 - ``ttt4rec_edu.source_view``        the library's own code shown in the book, folded to the page (chapter 4)

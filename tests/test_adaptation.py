@@ -1,0 +1,91 @@
+"""The adaptation comparison (``ttt4rec_edu.adaptation``) on run folders whose ranks are known: the differences
+are the per-sample ones, the seed intervals use the right pairing, and one seed gives no interval."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ttt4rec_edu import analysis
+from ttt4rec_edu.adaptation import (ARM_NAMES, PAIRS, arm_differences, arm_experiments, finished_seeds,
+                                    is_derived, seed_differences, verdict)
+from ttt4rec_edu.experiments import run_dir
+from ttt4rec_edu.runner import RECORD_NAME
+from ttt4rec_edu.train import METRICS_NAME, RANKS_NAME
+
+
+def _write_run(out, experiment, seed, ranks, derived=False):
+    folder = run_dir(out, experiment, seed)
+    folder.mkdir(parents=True)
+    np.savez(folder / RANKS_NAME, ranks=np.asarray(ranks, dtype=np.int32))
+    metrics = {"test": {}, "valid": {}}
+    if derived:
+        metrics["derived_from"] = {"best_epoch": 3}
+    (folder / METRICS_NAME).write_text(json.dumps(metrics))
+    (folder / RECORD_NAME).write_text(json.dumps({"seed": seed}))
+
+
+def test_the_three_arms_of_the_beauty_table():
+    arms = arm_experiments("3:2:5")
+    assert list(arms) == list(ARM_NAMES)
+    assert arms["adapting"].adapt and arms["adapting"].adapt_at_test
+    assert not arms["fixed W0"].adapt
+    assert arms["η = 0 at test"].adapt and not arms["η = 0 at test"].adapt_at_test
+    with pytest.raises(ValueError, match="no"):
+        arm_experiments("3:2:5", table="2")   # the paper's Table 2 has no control arms
+
+
+def test_differences_are_the_per_sample_ones_and_arms_without_runs_are_left_out(tmp_path):
+    arms = arm_experiments("3:2:5")
+    rng = np.random.default_rng(0)
+    n = 60
+    samples = pd.DataFrame({"user": np.repeat(np.arange(20), 3), "history": np.tile([1, 2, 3], 20)})
+    ranks = {name: [rng.integers(1, 80, n) for _ in range(2)] for name in ("adapting", "fixed W0")}
+    for name, per_seed in ranks.items():
+        for s, r in enumerate(per_seed):
+            _write_run(tmp_path, arms[name], s, r)
+    seeds = {name: finished_seeds(tmp_path, arms[name]) for name in ARM_NAMES}
+    assert seeds == {"adapting": [0, 1], "fixed W0": [0, 1], "η = 0 at test": []}
+    groups = {"earlier items": analysis.length_buckets(samples["history"], edges=(1, 2, 3))}
+    table = arm_differences(tmp_path, arms, seeds, samples, groups, metrics=["ndcg@10", "hr@50"], num_boot=200)
+    assert set(table["difference"]) == {"adapt − fixed W0"}   # no η = 0 runs: that pair is left out
+    for metric in ("ndcg@10", "hr@50"):
+        mean = {name: np.mean([analysis.per_sample_metric(r, metric) for r in per_seed], axis=0)
+                for name, per_seed in ranks.items()}
+        expected = mean["adapting"] - mean["fixed W0"]
+        row = table[(table["metric"] == metric) & (table["group"] == "all")].iloc[0]
+        assert row["mean"] == pytest.approx(expected.mean(), abs=1e-12)
+        assert row["low"] <= row["mean"] <= row["high"] and row["users"] == 20
+        first = table[(table["metric"] == metric) & (table["group"] == "1")].iloc[0]
+        assert first["mean"] == pytest.approx(expected[samples["history"].to_numpy() == 1].mean(), abs=1e-12)
+
+
+def test_seed_intervals_pair_a_derived_arm_and_say_when_there_is_none(tmp_path):
+    arms = arm_experiments("3:2:5")
+    _write_run(tmp_path, arms["η = 0 at test"], 0, [1, 2], derived=True)
+    _write_run(tmp_path, arms["fixed W0"], 0, [1, 2])
+    assert is_derived(tmp_path, arms["η = 0 at test"], 0) and not is_derived(tmp_path, arms["fixed W0"], 0)
+    results = pd.DataFrame({"arm": ["adapting"] * 3 + ["fixed W0"] * 3 + ["η = 0 at test"] * 3,
+                            "seed": [0, 1, 2] * 3,
+                            "ndcg@10": [0.30, 0.32, 0.34, 0.29, 0.30, 0.31, 0.20, 0.23, 0.24]})
+    table = seed_differences(results, {"η = 0 at test": True}, metrics=["ndcg@10"]).set_index("difference")
+    welch = table.loc["adapt − fixed W0"]
+    assert welch["method"] == "Welch"
+    assert (welch["mean"], welch["low"], welch["high"]) == pytest.approx(
+        analysis.welch_interval([0.30, 0.32, 0.34], [0.29, 0.30, 0.31]))
+    paired = table.loc["adapt − η = 0 at test"]
+    assert paired["method"] == "paired by seed"   # seed k's η = 0 arm is seed k's weights
+    assert (paired["mean"], paired["low"], paired["high"]) == pytest.approx(
+        analysis.mean_interval([0.10, 0.09, 0.10]))
+    one = seed_differences(results[results["seed"] == 0], {"η = 0 at test": True}, metrics=["ndcg@10"])
+    assert one["low"].isna().all() and set(one["method"]) == {"one seed: no interval"}
+    assert one.set_index("difference").loc["adapt − fixed W0", "mean"] == pytest.approx(0.01)
+    assert set(PAIRS) == set(table.index)
+
+
+@pytest.mark.parametrize("low, high, words", [(0.001, 0.002, "better"), (-0.002, -0.001, "worse"),
+                                              (-0.001, 0.002, "cannot tell"), (math.nan, math.nan, "no interval"),
+                                              (0.0, 0.001, "cannot tell")])
+def test_verdict_says_only_what_the_interval_says(low, high, words):
+    assert verdict(low, high) == words

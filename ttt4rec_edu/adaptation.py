@@ -1,0 +1,153 @@
+"""Does adapting at test time help? TTT4Rec's three arms, read from finished runs (chapter 9, the README).
+
+The question needs three arms of the same model (chapter 11, section 11.1 derives them):
+
+- **adapting**: TTT4Rec as the paper trains and tests it (the inner loop runs with its learned η);
+- **fixed W0**: the same parameters trained *and* tested with η = 0 (``--adapt off``): the control;
+- **η = 0 at test**: the adapting model with its loop switched off at test only. It measures the value of
+  adapting *plus* the train/test mismatch (the rest of the network learned to expect the inner updates).
+
+Two comparisons, always on the same test samples and for all four metrics (HR@10, HR@50, NDCG@10, NDCG@50):
+
+1. **Per sample, users resampled** (:func:`arm_differences`): each sample's metric is averaged over an arm's
+   seeds, the difference of two arms is taken per sample, and the 95% interval resamples *users* with all their
+   samples (``ttt4rec_edu.analysis.paired_bootstrap``) — overall and by a grouping (history length, test step).
+   It holds the trained models fixed: it is about the test users.
+2. **Over seeds** (:func:`seed_differences`): how much a retrained model would move. Independently trained arms
+   (adapting and fixed W0) are compared with Welch's interval; an arm *derived* from the adapting run's weights
+   (η = 0 at test under the official recipe, ``ttt4rec_edu.reevaluate``) is paired seed by seed. Fewer than two
+   seeds give no interval, and :func:`verdict` says so rather than guessing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .analysis import mean_interval, paired_differences, seed_mean_metric, welch_interval
+from .experiments import METRICS, Experiment, run_dir, select, table_experiments
+from .train import METRICS_NAME
+
+ARM_NAMES = ("adapting", "fixed W0", "η = 0 at test")
+PAIRS: Dict[str, Tuple[str, str]] = {
+    "adapt − fixed W0": ("adapting", "fixed W0"),
+    "adapt − η = 0 at test": ("adapting", "η = 0 at test"),
+}
+
+__all__ = ["ARM_NAMES", "PAIRS", "arm_experiments", "finished_seeds", "is_derived", "arm_differences",
+           "seed_differences", "verdict"]
+
+
+def arm_experiments(split: str, table: str = "beauty", backbone: str = "transformer",
+                    inner: str = "mlp") -> Dict[str, Experiment]:
+    """The three arms of one table's TTT4Rec cell, by arm name (:data:`ARM_NAMES`)."""
+    cell = [e for e in select(table_experiments(table), models=["ttt4rec"], splits=[split])
+            if (e.backbone or "transformer") == backbone and (e.inner or "mlp") == inner]
+    arms = {}
+    for e in cell:
+        name = "fixed W0" if not e.adapt else ("adapting" if e.adapt_at_test else "η = 0 at test")
+        arms[name] = e
+    missing = set(ARM_NAMES) - set(arms)
+    if missing:
+        raise ValueError(f"table {table!r} has no {sorted(missing)} arm(s) of TTT4Rec {backbone}-{inner} at {split}")
+    return {name: arms[name] for name in ARM_NAMES}
+
+
+def finished_seeds(out, experiment: Experiment, seeds: Sequence[int] = (0, 1, 2)) -> list:
+    """The seeds among ``seeds`` whose run of ``experiment`` is finished under ``out``."""
+    from .runner import is_finished
+
+    return [s for s in seeds if is_finished(run_dir(Path(out), experiment, s))]
+
+
+def is_derived(out, experiment: Experiment, seed: int) -> bool:
+    """Whether a finished run was derived from another run's weights (``ttt4rec_edu.reevaluate``)."""
+    metrics = json.loads((run_dir(Path(out), experiment, seed) / METRICS_NAME).read_text())
+    return "derived_from" in metrics
+
+
+def arm_differences(out, arms: Mapping[str, Experiment], seeds: Mapping[str, Sequence[int]],
+                    samples: pd.DataFrame, groups: Optional[Mapping[str, object]] = None,
+                    metrics: Sequence[str] = METRICS, pairs: Mapping[str, Tuple[str, str]] = PAIRS,
+                    num_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Paired per-sample differences of the arms with user-bootstrap 95% intervals.
+
+    Args:
+        out: the results folder; ``arms``: arm name → experiment; ``seeds``: arm name → its finished seeds.
+        samples: the test split's ``analysis.sample_table`` (its ``user`` column is what the bootstrap resamples).
+        groups: axis name → one label per sample (e.g. ``{"earlier items": length_buckets(...)}``); every axis
+            also gets its ``"all"`` row. ``None``: the ``"all"`` row alone (axis ``"all"``).
+        pairs: label → (arm a, arm b); a pair with an arm that has no seeds is left out.
+
+    Returns: one row per (metric, difference, axis, group) with ``mean``, ``low``, ``high``, ``users``,
+    ``samples``, ``share_better``, ``share_worse``.
+    """
+    usable = {k: v for k, v in pairs.items() if all(len(seeds.get(a, ())) for a in v)}
+    if not usable:
+        return pd.DataFrame(columns=["metric", "difference", "axis", "group", "mean", "low", "high"])
+    axes = dict(groups) if groups else {"all": None}
+    frames = []
+    for metric in metrics:
+        per_sample = pd.DataFrame({
+            name: seed_mean_metric(out, arms[name], seeds[name], len(samples), metric)
+            for name in {a for pair in usable.values() for a in pair}})
+        for axis, labels in axes.items():
+            table = paired_differences(per_sample, usable, samples["user"].to_numpy(), labels,
+                                       num_boot=num_boot, seed=seed)
+            frames.append(table.reset_index().assign(metric=metric, axis=axis))
+    result = pd.concat(frames, ignore_index=True)
+    columns = ["metric", "difference", "axis", "group"]
+    return result[columns + [c for c in result.columns if c not in columns]]
+
+
+def seed_differences(results: pd.DataFrame, derived: Mapping[str, bool],
+                     metrics: Sequence[str] = METRICS,
+                     pairs: Mapping[str, Tuple[str, str]] = PAIRS) -> pd.DataFrame:
+    """Each pair's difference of test metrics over seeds, with a 95% interval where there is one.
+
+    Args:
+        results: one row per finished run with an ``arm`` column (arm name), ``seed`` and the metrics.
+        derived: arm name → whether its runs are derived from the adapting run's weights (then paired by seed).
+
+    Returns: one row per (difference, metric) with ``mean``, ``low``, ``high``, ``method`` (``Welch``,
+    ``paired by seed``) and the seeds of each side; ``low``/``high`` are NaN when a side has fewer than two
+    seeds (the method then says why).
+    """
+    rows = []
+    for label, (a, b) in pairs.items():
+        runs_a = results[results["arm"] == a].set_index("seed")
+        runs_b = results[results["arm"] == b].set_index("seed")
+        for metric in metrics:
+            row = {"difference": label, "metric": metric, "seeds": f"{len(runs_a)}/{len(runs_b)}"}
+            if not len(runs_a) or not len(runs_b):
+                rows.append({**row, "mean": math.nan, "low": math.nan, "high": math.nan, "method": "no runs"})
+                continue
+            if derived.get(b) or derived.get(a):
+                common = sorted(set(runs_a.index) & set(runs_b.index))
+                diffs = runs_a.loc[common, metric].to_numpy() - runs_b.loc[common, metric].to_numpy()
+                mean, low, high = mean_interval(diffs)
+                method = "paired by seed" if len(common) > 1 else "one seed: no interval"
+            elif len(runs_a) > 1 and len(runs_b) > 1:
+                mean, low, high = welch_interval(runs_a[metric], runs_b[metric])
+                method = "Welch"
+            else:
+                mean, low, high = float(runs_a[metric].mean() - runs_b[metric].mean()), math.nan, math.nan
+                method = "one seed: no interval"
+            rows.append({**row, "mean": mean, "low": low, "high": high, "method": method})
+    return pd.DataFrame(rows)
+
+
+def verdict(low: float, high: float) -> str:
+    """What an interval of "adapting − other" says, in words: ``better``/``worse`` when it excludes 0,
+    ``cannot tell`` when it contains 0, ``no interval`` when there is none (one seed)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "no interval"
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "cannot tell"
