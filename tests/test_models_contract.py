@@ -233,6 +233,31 @@ def test_build_model_refuses_sizes_that_are_not_integers():
     assert build_model("gru4rec", np.int64(NUM_ITEMS), MAX_LEN).num_items == NUM_ITEMS  # NumPy integers are fine
 
 
+@pytest.mark.parametrize("option, value, bound", [("hidden_size", 10 ** 9, models.MAX_WIDTH),
+                                                  ("ffn_size", 10 ** 9, models.MAX_WIDTH),
+                                                  ("mini_batch_size", 1 << 20, models.MAX_WIDTH),
+                                                  ("conv_kernel", 1 << 20, models.MAX_WIDTH),
+                                                  ("num_blocks", 10 ** 6, models.MAX_DEPTH)])
+def test_ttt4rec_refuses_sizes_beyond_every_models_bounds(option, value, bound):
+    """TTT4Rec's sizes have the upper bounds of the baselines' (``models.check_size``): a slip such as
+    ``hidden_size=10**9`` gets one line before anything is allocated (the heads must divide hidden_size, so they
+    are bounded too); the largest allowed value passes the check."""
+    from ttt4rec_edu.ttt4rec import TTT4RecConfig
+
+    with pytest.raises(ValueError, match=rf"^{option} must be an integer in \[1, {bound}\], got {value}$"):
+        build_model("ttt4rec", NUM_ITEMS, MAX_LEN, **{option: value})
+    if option in ("ffn_size", "num_blocks"):   # the bound itself is allowed (not built: that would be huge)
+        TTT4RecConfig(num_items=NUM_ITEMS, **{option: bound})
+
+
+def test_ttt4rec_registers_its_display_name():
+    """The tables' name comes from the registration (``register_model(..., display="TTT4Rec")``), as every model's."""
+    from ttt4rec_edu.experiments import PAPER_NAMES
+
+    assert model_info("ttt4rec").display == PAPER_NAMES["ttt4rec"] == "TTT4Rec"
+    assert dict(PAPER_NAMES) == {name: model_info(name).display for name in available_models()}
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_lists_arrays_and_left_padded_batches_are_refused(name):
     """Every model's ``score_all`` passes through ``check_batch``: a list or an array gets one clear error, and a

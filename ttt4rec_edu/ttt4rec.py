@@ -53,9 +53,10 @@ The other variants: TTT-Linear replaces the 8,512 inner-MLP parameters by 4 · (
 (+4,096) and the pre-convolution with its RMSNorm (+320 + 64): 75,724 with TTT-MLP, 68,300 with TTT-Linear.
 ``tests/test_ttt4rec.py`` checks all four.
 
-Building one: ``build_model("ttt4rec", num_items, max_len, **options)`` (this module registers the name with
-``ttt4rec_edu.models``) or ``TTT4Rec(TTT4RecConfig(...))``; the options are the fields of :class:`TTT4RecConfig`,
-whose TTT-layer fields take their defaults and their checks from ``ttt4rec_edu.ttt.TTTConfig``.
+Building one: ``build_model("ttt4rec", num_items, max_len, **options)`` (this module registers the name, and the
+tables' display name "TTT4Rec", with ``ttt4rec_edu.models``) or ``TTT4Rec(TTT4RecConfig(...))``; the options are
+the fields of :class:`TTT4RecConfig`, whose TTT-layer fields take their defaults and their checks from
+``ttt4rec_edu.ttt.TTTConfig``.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ import torch
 from torch import nn
 
 from .backbones import BACKBONES, FFNS, NORMS, ResidualBlock, make_norm
-from .models import ItemScoringModel, check_batch, gather_last, register_model
+from .models import MAX_DEPTH, MAX_WIDTH, ItemScoringModel, check_batch, check_size, gather_last, register_model
 from .ttt import MODES, TTTConfig, TTTLayer, check_int, check_real
 #: The official code's unused ``TTTModel.embed_tokens`` (vocab 32000 × hidden 64), not carried here.
 OFFICIAL_DEAD_EMBEDDING_PARAMS = 32000 * 64
@@ -85,7 +86,8 @@ class TTT4RecConfig:
     loop ("dual" is the fast one; the loops are the readable references; "token_loop" is online GD and needs
     ``mini_batch_size=1``). ``adapt=False``: the inner loop never steps (η = 0 in training and at test, W_t = W0
     at every position) — the "trained and tested without adaptation" control; the parameters are the same.
-    Checked when built: one ``ValueError`` naming the option for a bad value (the layer's options by ``TTTConfig``).
+    Checked when built: one ``ValueError`` naming the option for a bad value (the layer's options by ``TTTConfig``);
+    the sizes have the upper bounds of every model's (``ttt4rec_edu.models.MAX_WIDTH``, ``MAX_DEPTH`` blocks).
     """
 
     num_items: int
@@ -139,6 +141,11 @@ class TTT4RecConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         check_real("norm_eps", self.norm_eps)
         check_real("embedding_ln_eps", self.embedding_ln_eps)
+        # upper bounds, as every model's (ttt4rec_edu.models.check_size): hidden_size=10**9 is a slip that would try
+        # to allocate terabytes, not an experiment (num_heads divides hidden_size, so it is bounded too)
+        for name in ("hidden_size", "ffn_size", "mini_batch_size", "conv_kernel"):
+            check_size(name, getattr(self, name), MAX_WIDTH)
+        check_size("num_blocks", self.num_blocks, MAX_DEPTH)
 
 
 class TTT4Rec(ItemScoringModel):
@@ -249,7 +256,7 @@ class TTT4Rec(ItemScoringModel):
         return self.item_embedding.weight
 
 
-@register_model("ttt4rec", config=TTT4RecConfig)
+@register_model("ttt4rec", config=TTT4RecConfig, display="TTT4Rec")
 def _build_ttt4rec(num_items: int, max_len: int, **overrides) -> TTT4Rec:
     known = {f.name for f in fields(TTT4RecConfig)} - {"num_items", "max_len"}
     unknown = sorted(set(overrides) - known)
