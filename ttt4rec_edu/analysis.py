@@ -103,7 +103,9 @@ def learning_curves(out, experiments: Sequence, seeds: Sequence[int]) -> pd.Data
 
     Columns: ``split``, ``model`` (registry name), ``variant`` (e.g. ``ttt4rec-transformer-mlp-noadapt``),
     ``seed``, ``epoch``, ``loss`` (mean training loss of the epoch), ``valid_hr@10`` ... ``valid_ndcg@50``,
-    ``time_s`` (training + validation of that epoch), ``samples_per_s`` (training throughput), ``best_epoch``.
+    ``time_s`` (training + validation of that epoch), ``samples_per_s`` (training throughput), ``best_epoch``,
+    ``stopped_early``, and the CPU seconds of this process for training and validation apart, ``train_cpu_s``
+    and ``valid_cpu_s`` (NaN for runs recorded before the trainer kept them).
     """
     rows = []
     for exp in experiments:
@@ -115,7 +117,9 @@ def learning_curves(out, experiments: Sequence, seeds: Sequence[int]) -> pd.Data
             for h in metrics.get("history", []):
                 row = {"split": exp.split, "model": exp.model, "variant": exp.variant, "seed": int(seed),
                        "epoch": int(h["epoch"]), "loss": h["loss"], "time_s": h["time_s"],
-                       "samples_per_s": h["samples_per_s"], "best_epoch": metrics.get("best_epoch")}
+                       "samples_per_s": h["samples_per_s"], "best_epoch": metrics.get("best_epoch"),
+                       "stopped_early": metrics.get("stopped_early"),
+                       "train_cpu_s": h.get("train_cpu_s", math.nan), "valid_cpu_s": h.get("valid_cpu_s", math.nan)}
                 row.update({f"valid_{k}": v for k, v in h["valid"].items()})
                 rows.append(row)
     return pd.DataFrame(rows)
