@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ttt4rec_edu.cli import main
-from ttt4rec_edu.estimate import AMAZON_BEAUTY_COUNTS
+from ttt4rec_edu.data.registry import get_dataset_info
 import ttt4rec_edu.models as models_module
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,9 +232,10 @@ def test_subprocess_train_pop_on_amazon_beauty(tmp_path):
         assert key in metrics
     assert set(metrics["test"]) == METRIC_KEYS
     assert metrics["data"]["users"] == 22363 and metrics["data"]["items"] == 12101
-    # the counts the cost estimate uses for Amazon Beauty (not in the paper's Table 1) are this file's
+    # the counts the cost estimate uses for Amazon Beauty (not in the paper's Table 1: its registry entry's) are
+    # this file's
     counts = {k: metrics["data"][k] for k in ("users", "items", "interactions")}
-    assert counts == AMAZON_BEAUTY_COUNTS
+    assert counts == get_dataset_info("amazon-beauty").counts()
     # popularity is a weak but clearly non-random baseline: 10 of 12,101 items at random would hit 0.08 %
     assert 0.002 < metrics["test"]["hr@10"] < 0.1
     assert metrics["epochs"] == 0 and metrics["test"]["ndcg@10"] <= metrics["test"]["hr@10"]

@@ -1,9 +1,10 @@
 """Cost ESTIMATES: what a table of :mod:`ttt4rec_edu.experiments` will cost on a GPU *before* running it.
 
 :func:`estimate_costs` counts the FLOPs of one training step with ``torch.utils.flop_counter.FlopCounterMode`` at
-each dataset's context length and item count, takes the number of samples from the paper's Table 1 (a dataset the
-paper does not have, such as Amazon Beauty, from :data:`COUNTS_NOT_IN_THE_PAPER`; a dataset in neither is an error,
-never another dataset's counts), and states its assumptions for epochs and GPU throughput. Every number it returns
+each dataset's context length and item count, takes the number of samples from the dataset's registry entry (its
+raw file's counts, ``DatasetInfo.raw_counts``: the paper's Table 1 for the paper's datasets, the file's for Amazon
+Beauty; a dataset whose entry has none is a one-line error, never another dataset's counts), and states its
+assumptions for epochs and GPU throughput. Every number it returns
 is an ESTIMATE and its columns say so; :func:`format_estimate` prints it with those assumptions on top (``python -m
 ttt4rec_edu reproduce --table 2 --estimate``). ``ttt4rec_edu.gpu_results`` replaces the assumed throughput by one
 measured on a GPU.
@@ -26,10 +27,6 @@ ESTIMATE_GPU_TFLOPS = 10.0      # assumed sustained fp32 throughput: ~50% of an 
 ESTIMATE_BATCH = 2048           # the paper's training batch
 _PROBE_BATCH = 8                # sequences per FLOP-counting probe
 _PROBE_ITEMS = (1000, 3000)     # two item counts: FLOPs and memory are affine in the number of items
-# Amazon Beauty 5-core is not in the paper's Table 1: the counts of the registry's file (amazon-beauty-5core.txt,
-# as `data stats --data amazon-beauty` prints them; tests/test_cli.py checks them on the file when it is there)
-AMAZON_BEAUTY_COUNTS = {"users": 22363, "items": 12101, "interactions": 198502}
-COUNTS_NOT_IN_THE_PAPER = {"amazon-beauty": AMAZON_BEAUTY_COUNTS}
 
 
 def _probe(variant: Tuple[str, Tuple[Tuple[str, str], ...]], num_items: int, max_len: int) -> Dict[str, float]:
@@ -136,8 +133,9 @@ def estimate_costs(table: str, epochs: int = ESTIMATE_EPOCHS, gpu_tflops: float 
     Per cell: FLOPs of one training sample (forward + backward) and of one evaluation sample (forward, all items
     scored), counted with ``FlopCounterMode`` on full-length sequences at the dataset's context length and
     extrapolated to its item count (they are affine in the item count; counted at 1,000 and 3,000 items).
-    Samples ≈ interactions − users from the paper's Table 1 (raw counts; the filters remove some, so this
-    leans high), shared out by the split. One run = ``epochs`` × (train + valid) + one final valid + test pass.
+    Samples ≈ interactions − users of the raw file, from the dataset's registry entry (the paper's Table 1 for
+    its datasets; the filters remove some, so this leans high), shared out by the split. One run = ``epochs`` ×
+    (train + valid) + one final valid + test pass.
     GPU hours = FLOPs / ``gpu_tflops``; FlopCounterMode counts matrix products only (not element-wise work,
     the optimizer or data loading), and TTT4Rec's inner loop runs mini-batch after mini-batch, so a real GPU
     reaches less than the assumed throughput on these small models — read the hours as a lower bound.
@@ -151,20 +149,17 @@ def estimate_costs(table: str, epochs: int = ESTIMATE_EPOCHS, gpu_tflops: float 
     from . import losses
     from .data import get_dataset_info
 
-    stats = paper_datasets()
+    in_paper = set(paper_datasets().index)
     rows = []
     for exp in experiments if experiments is not None else table_experiments(table):
-        max_len = get_dataset_info(exp.dataset).max_len
-        if exp.dataset in stats.index:
-            users, items, inter = (int(stats.loc[exp.dataset, k]) for k in ("users", "items", "interactions"))
-            source = "paper Table 1 (raw)"
-        elif exp.dataset in COUNTS_NOT_IN_THE_PAPER:  # amazon-beauty: not in the paper
-            users, items, inter = (COUNTS_NOT_IN_THE_PAPER[exp.dataset][k]
-                                   for k in ("users", "items", "interactions"))
-            source = f"{exp.dataset} (registry file)"
-        else:
+        info = get_dataset_info(exp.dataset)
+        max_len, counts = info.max_len, info.counts()
+        if counts is None:   # never another dataset's counts
             raise ExperimentError(f"no user/item/interaction counts for dataset {exp.dataset!r} to estimate with: "
-                                  "it is not in the paper's Table 1 nor in estimate.COUNTS_NOT_IN_THE_PAPER")
+                                  "its registry entry has no raw_counts (add the raw file's users, items and "
+                                  "interactions to its DatasetInfo)")
+        users, items, inter = counts["users"], counts["items"], counts["interactions"]
+        source = "paper Table 1 (raw)" if exp.dataset in in_paper else f"{exp.dataset} registry entry (raw file)"
         train_share, valid_share, test_share = _split_shares(exp.split)
         samples = inter - users
         train_n, valid_n, test_n = samples * train_share, samples * valid_share, samples * test_share
@@ -201,7 +196,7 @@ def estimate_costs(table: str, epochs: int = ESTIMATE_EPOCHS, gpu_tflops: float 
     frame = pd.DataFrame(rows)
     frame.attrs["assumptions"] = (f"ESTIMATE — epochs per run {epochs}; sustained GPU throughput {gpu_tflops} "
                                   f"TFLOP/s fp32 (about half an A100's 19.5 TFLOP/s peak); batch {batch_size}; "
-                                  f"{seeds} seeds; samples from the paper's Table 1 raw counts")
+                                  f"{seeds} seeds; samples from the raw counts (the paper's Table 1, or the file's)")
     return frame
 
 
@@ -219,5 +214,5 @@ def format_estimate(frame: pd.DataFrame) -> str:
               f"(largest GPU memory need {frame['estimate_gpu_memory_gib'].max():.3g} GiB)")
 
 
-__all__ = ["AMAZON_BEAUTY_COUNTS", "COUNTS_NOT_IN_THE_PAPER", "ESTIMATE_BATCH", "ESTIMATE_EPOCHS",
+__all__ = ["ESTIMATE_BATCH", "ESTIMATE_EPOCHS",
            "ESTIMATE_GPU_TFLOPS", "estimate_costs", "format_estimate"]
