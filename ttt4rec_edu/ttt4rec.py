@@ -69,6 +69,7 @@ import torch
 from torch import nn
 
 from .backbones import BACKBONES, FFNS, NORMS, ResidualBlock, make_norm
+from .data.registry import DEFAULT_MAX_LEN
 from .models import MAX_DEPTH, MAX_WIDTH, ItemScoringModel, check_batch, check_size, gather_last, register_model
 from .ttt import MODES, TTTConfig, TTTLayer, check_int, check_real
 #: The official code's unused ``TTTModel.embed_tokens`` (vocab 32000 × hidden 64), not carried here.
@@ -91,7 +92,7 @@ class TTT4RecConfig:
     """
 
     num_items: int
-    max_len: int = 50
+    max_len: int = DEFAULT_MAX_LEN    # the context length of a file not in the registry (data.registry)
     hidden_size: int = TTTConfig.hidden_size
     num_heads: int = TTTConfig.num_heads
     ffn_size: int = 256
