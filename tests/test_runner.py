@@ -1,5 +1,6 @@
 """One run set up and run (``ttt4rec_edu.runner.run_one``): the folder rules, the one finished-run rule, the record
-written last, and what a run reads (``ttt4rec_edu.data.registry.DataRequest``)."""
+written last, what a run reads (``ttt4rec_edu.data.registry.DataRequest``), and a train request checked once by
+the library (``run_request``)."""
 import json
 
 import pytest
@@ -50,3 +51,37 @@ def test_run_one_writes_the_record_last_and_guards_its_folder(tmp_path):
     with pytest.raises(RunSetupError, match="rejected the options"):
         run_one("pop", failed, config, TINY, model_options={"hidden_size": 8})
     assert not (tmp_path / "new").exists()
+
+
+def test_a_train_request_is_checked_once_by_the_library(tmp_path, monkeypatch):
+    """``run_request`` does what the command line used to do between its calls into the library: the recipe, the
+    device, the one check of the settings (``validate()`` runs once per run: ``train()`` does not check the same
+    values again), then ``run_one``."""
+    from ttt4rec_edu.runner import TrainRequest, run_request
+
+    calls = []
+    validate = TrainConfig.validate
+    monkeypatch.setattr(TrainConfig, "validate", lambda self, trains=False: calls.append(trains) or
+                        validate(self, trains))
+    request = TrainRequest("pop", TINY, tmp_path / "pop", training={"epochs": 1, "batch_size": 64, "device": "cpu",
+                                                                     "progress": False})
+    result = run_request(request)
+    assert calls == [True] and result["config"]["epochs"] == 1 and is_finished(tmp_path / "pop")
+    assert json.loads((tmp_path / "pop" / RECORD_NAME).read_text())["data"] == "synthetic"
+    # a recipe sets its values; one given beside it must agree (told by option name, before anything is written)
+    contradicting = TrainRequest("pop", TINY, tmp_path / "cpu6", training={"epochs": 2, "device": "cpu"},
+                                 recipe="cpu6", given=frozenset({"epochs"}))
+    with pytest.raises(RunSetupError, match=r"^--recipe cpu6 contradicts --epochs 2 \(the recipe has 6\)"):
+        run_request(contradicting)
+    with pytest.raises(RunSetupError, match="^--batch-size must be >= 1, got 0$"):
+        run_request(TrainRequest("pop", TINY, tmp_path / "bad", training={"batch_size": 0, "device": "cpu"}))
+    assert not (tmp_path / "cpu6").exists() and not (tmp_path / "bad").exists()
+
+
+def test_train_checks_a_config_changed_after_its_check():
+    config = TrainConfig(epochs=1)
+    config.validate()
+    config.ensure_valid()            # the same values: not checked again
+    config.batch_size = 0            # changed since: checked anew
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        config.ensure_valid()
