@@ -21,6 +21,7 @@ The model
 
 - ``ttt4rec_edu.utils``              devices, seeding, atomic file writes
 - ``ttt4rec_edu.rope``               rotary position embedding
+- ``ttt4rec_edu.ttt_scan``           the dual form's scan with a hand-written backward (the fast path)
 - ``ttt4rec_edu.ttt``                the TTT layer: per-token loop, mini-batch loop, dual form, W_t trace
 - ``ttt4rec_edu.official_weights``   the official layer's weights in and out of ``TTTLayer``
 - ``ttt4rec_edu.backbones``          the Transformer / Mamba-style residual blocks around the TTT layer

@@ -1,0 +1,138 @@
+"""The dual form's scan with a hand-written backward (``ttt4rec_edu.ttt_scan``, run by ``TTTLayer.dual_fast``):
+its pieces against autograd, the whole scan with ``gradcheck``, and the layer against the readable ``TTTLayer.dual``
+(outputs and the gradient of every input and parameter, float64, 1e-12)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ttt4rec_edu.ttt_scan import (_DualScan, _gelu_curvature, _gelu_parts, _ln_l2_grad, _ln_l2_grad_backward,
+                                  dual_scan)
+from ttt4rec_edu.ttt import TTTLayer, _ln_l2_grad as ln_l2_grad_reference
+
+F64 = torch.float64
+EXACT = dict(rtol=1e-12, atol=1e-12)
+
+
+def test_gelu_parts_and_curvature_equal_autograd():
+    x = torch.linspace(-9, 9, 1001, dtype=F64).reshape(7, 11, 13)
+    xg = x.clone().requires_grad_()
+    value = F.gelu(xg, approximate="tanh")
+    (slope,) = torch.autograd.grad(value.sum(), xg, create_graph=True)
+    (curvature,) = torch.autograd.grad(slope.sum(), xg)
+    got_value, got_slope, s_pos, s_neg = _gelu_parts(x, torch.empty_like(x))
+    torch.testing.assert_close(got_value, value.detach(), **EXACT)
+    torch.testing.assert_close(got_slope, slope.detach(), **EXACT)
+    torch.testing.assert_close(s_pos + s_neg, torch.ones_like(x), **EXACT)
+    got_curvature = _gelu_curvature(x, s_pos, s_neg, torch.empty_like(x), torch.empty_like(x))
+    torch.testing.assert_close(got_curvature, curvature, **EXACT)
+
+
+def test_ln_l2_grad_and_its_backward_equal_autograd():
+    torch.manual_seed(0)
+    z = torch.randn(5, 8, 16, dtype=F64, requires_grad=True)
+    offset = torch.randn(5, 8, 16, dtype=F64, requires_grad=True)
+    scale = (1 + 0.3 * torch.randn(5, 1, 16, dtype=F64)).requires_grad_()
+    reference = ln_l2_grad_reference(z, scale, offset)
+    g, saved = _ln_l2_grad(z.detach(), scale.detach(), offset.detach(), 1e-6)
+    torch.testing.assert_close(g, reference.detach(), **EXACT)
+    dg = torch.randn_like(g)
+    dz_ref, doffset_ref, dscale_ref = torch.autograd.grad(reference, (z, offset, scale), dg)
+    dz, d_ghat = _ln_l2_grad_backward(dg, g, saved, scale.detach())
+    torch.testing.assert_close(dz, dz_ref, **EXACT)
+    torch.testing.assert_close(d_ghat, doffset_ref, **EXACT)
+    torch.testing.assert_close((d_ghat * saved[0]).sum(dim=1, keepdim=True), dscale_ref, **EXACT)
+
+
+def scan_inputs(inner, n=3, BN=2, b=3, f=4, seed=0):
+    """Random inputs of the scan, every one of them requiring a gradient (E need not be causal here: the
+    function's gradient is checked as a function of all its inputs)."""
+    gen = torch.Generator().manual_seed(seed)
+    d = 4 * f if inner == "mlp" else f
+
+    def r(*shape, scale=0.5):
+        return (scale * torch.randn(*shape, generator=gen, dtype=F64)).requires_grad_()
+
+    eta = r(n, BN, b, b, scale=0.3)
+    inputs = [r(n, BN, 2 * b, f), r(n, BN, b, b, scale=0.3), eta, r(n, BN, b, 1, scale=0.3), r(n, BN, b, f),
+              (1 + r(BN, 1, f, scale=0.3)).detach().requires_grad_(), r(BN, f, d), r(BN, 1, d)]
+    inputs += [r(BN, d, f), r(BN, 1, f)] if inner == "mlp" else [None, None]
+    return inputs
+
+
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+def test_gradcheck_scan(inner):
+    """The hand-written backward is the derivative of the forward, for every input (three chunks: the state's
+    gradient is carried twice)."""
+    inputs = scan_inputs(inner)
+    tensors = [t for t in inputs if t is not None]
+
+    def fn(*args):
+        it = iter(args)
+        return _DualScan.apply(*[next(it) if t is not None else None for t in inputs], 1e-6)
+
+    assert torch.autograd.gradcheck(fn, tuple(tensors), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+def test_scan_without_gradient_gives_the_same_numbers(inner):
+    inputs = scan_inputs(inner)
+    with_grad = dual_scan(*inputs)
+    with torch.no_grad():
+        without = dual_scan(*inputs)
+    assert with_grad.grad_fn is not None and without.grad_fn is None
+    assert torch.equal(with_grad.detach(), without)
+
+
+def layer_case(inner, L, b, seed=0):
+    torch.manual_seed(seed)
+    layer = TTTLayer(8, 2, inner=inner, mini_batch_size=b).to(F64)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            p.copy_((1.0 if "inner_ln_weight" in name else 0.0) + 0.4 * torch.randn_like(p))
+    x = torch.randn(3, L, 8, dtype=F64, requires_grad=True)
+    return layer, x
+
+
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+@pytest.mark.parametrize("L,b", [(7, 3), (9, 3), (2, 3), (17, 8), (5, 1)])
+def test_hand_backward_equals_autograd_and_dual(inner, L, b):
+    """dual_fast with the hand-written backward, dual_fast through autograd (what runs under autocast) and the
+    readable dual: the same outputs and the same gradient for x and every parameter, float64, 1e-12."""
+    layer, x = layer_case(inner, L, b)
+    q, k, v = layer.views(x)
+    lr, tau = layer.learning_rate(x), layer.token_scale()
+    outs = {"hand": layer.dual_fast(q, k, v, lr, tau)[0],
+            "autograd": layer.dual_fast(q, k, v, lr, tau, hand_backward=False)[0],
+            "dual": layer.dual(q, k, v, lr, tau)[0]}
+    weight = torch.randn_like(outs["dual"])
+    inputs = [x] + list(layer.parameters())
+    grads = {name: torch.autograd.grad((out * weight).sum(), inputs, retain_graph=True, allow_unused=True)
+             for name, out in outs.items()}
+    for name in ("hand", "autograd"):
+        torch.testing.assert_close(outs[name], outs["dual"], **EXACT)
+        for (pname, _), got, ref in zip([("x", x)] + list(layer.named_parameters()), grads[name], grads["dual"]):
+            assert (got is None) == (ref is None), pname
+            if ref is not None:
+                torch.testing.assert_close(got, ref, **EXACT, msg=lambda m, p=f"{name} {pname}": f"{p}: {m}")
+
+
+def test_hand_backward_is_what_the_layer_runs_and_autocast_falls_back():
+    layer, x = layer_case("mlp", 11, 4)
+    layer = layer.float()
+    x = x.detach().float().requires_grad_()
+    q, k, v = layer.views(x)
+    lr, tau = layer.learning_rate(x), layer.token_scale()
+    out = layer.dual_fast(q, k, v, lr, tau)[0]
+    seen, stack = set(), [out.grad_fn]
+    while stack:                                              # every node of the graph behind the output
+        fn = stack.pop()
+        if fn is not None and fn not in seen:
+            seen.add(fn)
+            stack.extend(f for f, _ in fn.next_functions)
+    assert "_DualScanBackward" in {type(fn).__name__ for fn in seen}
+    torch.testing.assert_close(out, layer.dual(q, k, v, lr, tau)[0], rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):        # bfloat16 matmuls: autograd's scan, same math
+        low = layer(x)
+    low.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(low.float(), layer(x), rtol=0.1, atol=0.1)
