@@ -37,6 +37,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from exercise_asserts import RIGHT_SPLIT
 
 from ttt4rec_edu.exercises import instructor as ik
 from ttt4rec_edu.exercises.sandbox import UID_BASE, UID_SPAN
@@ -48,19 +49,6 @@ pytestmark = [pytest.mark.slow,
 MARK = f"ttt4rec-attack-{uuid.uuid4().hex[:12]}"       # in every file and process an attack leaves, if any
 TIMEOUT = "40"
 
-RIGHT_SPLIT = '''
-def _right_split(num_samples, ratios):
-    m = int(num_samples)
-    counts = [0, int(ratios[1] * m), int(ratios[2] * m)]
-    counts[0] = m - counts[1] - counts[2]
-    for part in (2, 1):
-        if counts[0] <= 1:
-            break
-        if 0 < ratios[part] * m < 1:
-            counts[part] += 1
-            counts[0] -= 1
-    return tuple(counts)
-'''
 HONEST = {
     "split": (RIGHT_SPLIT + "\ndef my_split_counts(num_samples, ratios):\n"
               "    return _right_split(num_samples, ratios)\n"),

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from exercise_asserts import RIGHT_SPLIT
 
 from ttt4rec_edu import exercises as checks
 from ttt4rec_edu.cli import main as cli_main
@@ -229,22 +230,9 @@ def test_student_notebook_runs_from_book_dir(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ grading
 
-CORRECT_SPLIT = '''from ttt4rec_edu.exercises import check_split_counts
-
-def my_split_counts(num_samples, ratios):
-    m = int(num_samples)
-    counts = [0, int(ratios[1] * m), int(ratios[2] * m)]
-    counts[0] = m - counts[1] - counts[2]
-    for part in (2, 1):
-        if counts[0] <= 1:
-            break
-        if 0 < ratios[part] * m < 1:
-            counts[part] += 1
-            counts[0] -= 1
-    return tuple(counts)
-
-check_split_counts(my_split_counts)
-'''
+CORRECT_SPLIT = ("from ttt4rec_edu.exercises import check_split_counts\n" + RIGHT_SPLIT
+                 + "\ndef my_split_counts(num_samples, ratios):\n    return _right_split(num_samples, ratios)\n"
+                 + "\ncheck_split_counts(my_split_counts)\n")
 CORRECT_NDCG = '''import torch
 from ttt4rec_edu.exercises import check_ndcg
 
