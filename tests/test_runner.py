@@ -85,3 +85,14 @@ def test_train_checks_a_config_changed_after_its_check():
     config.batch_size = 0            # changed since: checked anew
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         config.ensure_valid()
+
+
+def test_a_recipe_sets_its_values_in_a_request_that_names_none():
+    """A library caller's request need not list the recipe's options: ``with_recipe`` sets them all."""
+    from ttt4rec_edu.recipes import recipe_values
+    from ttt4rec_edu.runner import with_recipe
+
+    values = with_recipe("cpu6", {"device": "cpu"})
+    assert values == {"device": "cpu", **recipe_values("cpu6")}
+    assert TrainConfig(**values).to_dict()["recipe"] == "cpu6"
+    assert with_recipe(None, {"epochs": 2}) == {"epochs": 2}

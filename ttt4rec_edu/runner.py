@@ -203,9 +203,9 @@ def shown_value(value) -> str:
 
 
 def with_recipe(recipe: Optional[str], values: Mapping[str, Any], given: Collection[str] = ()) -> Dict[str, Any]:
-    """``values`` (:class:`TrainConfig` fields) with recipe ``recipe``'s values set on those of its fields they
-    hold; an option ``given`` beside the recipe that contradicts it is refused in one line (the override is never
-    recorded silently under the recipe's name). ``recipe=None`` returns ``values`` unchanged."""
+    """``values`` (:class:`TrainConfig` fields) with recipe ``recipe``'s values set; an option ``given`` beside the
+    recipe that contradicts it is refused in one line (the override is never recorded silently under the recipe's
+    name). ``recipe=None`` returns ``values`` unchanged."""
     values = dict(values)
     if recipe is None:
         return values
@@ -217,7 +217,7 @@ def with_recipe(recipe: Optional[str], values: Mapping[str, Any], given: Collect
                           for k, v in wrong.items())
         raise RunSetupError(f"--recipe {recipe} contradicts {shown}: leave the option out, or leave --recipe "
                             "out to make a custom run")
-    values.update({name: value for name, value in recipe_values(recipe).items() if name in values})
+    values.update(recipe_values(recipe))
     return values
 
 

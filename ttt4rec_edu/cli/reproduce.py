@@ -113,8 +113,10 @@ def _settings(args) -> RunSettings:
     """The run settings from the options (every RunSettings field has its option of the same name), with
     ``--recipe``'s values (the library refuses an option given beside it that contradicts it)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunSettings)}
-    training = {name: values[name] for name in REPRODUCE_FIELDS}
-    return RunSettings(**{**values, **with_recipe(args.recipe, training, getattr(args, "given", None) or ())})
+    training = with_recipe(args.recipe, {name: values[name] for name in REPRODUCE_FIELDS},
+                           getattr(args, "given", None) or ())
+    # a recipe value reproduce has no option for (lr, ...) stays the trainer's; checked_config tells a difference
+    return RunSettings(**{**values, **{name: training[name] for name in REPRODUCE_FIELDS}})
 
 
 def cmd_reproduce(args) -> int:
