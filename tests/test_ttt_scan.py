@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ttt4rec_edu import ttt_scan
 from ttt4rec_edu.ttt_scan import (_DualScan, _gelu_curvature, _gelu_parts, _ln_l2_grad, _ln_l2_grad_backward,
                                   dual_scan)
 from ttt4rec_edu.ttt import TTTLayer, _ln_l2_grad as ln_l2_grad_reference
@@ -19,7 +20,7 @@ def test_gelu_parts_and_curvature_equal_autograd():
     value = F.gelu(xg, approximate="tanh")
     (slope,) = torch.autograd.grad(value.sum(), xg, create_graph=True)
     (curvature,) = torch.autograd.grad(slope.sum(), xg)
-    got_value, got_slope, s_pos, s_neg = _gelu_parts(x, torch.empty_like(x))
+    got_value, got_slope, s_pos, s_neg = _gelu_parts(x, torch.empty_like(x), torch.empty_like(x))
     torch.testing.assert_close(got_value, value.detach(), **EXACT)
     torch.testing.assert_close(got_slope, slope.detach(), **EXACT)
     torch.testing.assert_close(s_pos + s_neg, torch.ones_like(x), **EXACT)
@@ -59,10 +60,12 @@ def scan_inputs(inner, n=3, BN=2, b=3, f=4, seed=0):
     return inputs
 
 
+@pytest.mark.parametrize("block_rows", [512, 1])
 @pytest.mark.parametrize("inner", ["linear", "mlp"])
-def test_gradcheck_scan(inner):
+def test_gradcheck_scan(inner, block_rows, monkeypatch):
     """The hand-written backward is the derivative of the forward, for every input (three chunks: the state's
-    gradient is carried twice)."""
+    gradient is carried twice), with the rows in one block or one block per row."""
+    monkeypatch.setattr(ttt_scan, "BLOCK_ROWS", block_rows)
     inputs = scan_inputs(inner)
     tensors = [t for t in inputs if t is not None]
 
@@ -74,13 +77,23 @@ def test_gradcheck_scan(inner):
 
 
 @pytest.mark.parametrize("inner", ["linear", "mlp"])
-def test_scan_without_gradient_gives_the_same_numbers(inner):
-    inputs = scan_inputs(inner)
+def test_scan_without_gradient_and_in_blocks_gives_the_same_numbers(inner, monkeypatch):
+    inputs = scan_inputs(inner, BN=5)
     with_grad = dual_scan(*inputs)
     with torch.no_grad():
         without = dual_scan(*inputs)
     assert with_grad.grad_fn is not None and without.grad_fn is None
     assert torch.equal(with_grad.detach(), without)
+    monkeypatch.setattr(ttt_scan, "BLOCK_ROWS", 2)             # blocks of 2, 2 and 1 rows
+    in_blocks = dual_scan(*inputs)
+    torch.testing.assert_close(in_blocks, with_grad, **EXACT)
+    tensors = [t for t in inputs if t is not None]
+    weight = torch.randn_like(with_grad)
+    for got, ref in zip(torch.autograd.grad((in_blocks * weight).sum(), tensors, allow_unused=True),
+                        torch.autograd.grad((with_grad * weight).sum(), tensors, allow_unused=True)):
+        assert (got is None) == (ref is None)            # TTT-Linear does not read E beyond A1
+        if ref is not None:
+            torch.testing.assert_close(got, ref, **EXACT)
 
 
 def layer_case(inner, L, b, seed=0):

@@ -32,6 +32,10 @@ lower-triangular and the last chunk's state update is skipped): ``kq`` (n, BN, 2
 ``γ (β − (v − k))``; ``ln_scale`` (BN, 1, f) = ``γ²``; ``W1`` (BN, f, d), ``c1`` (BN, 1, d), ``W2`` (BN, d, f),
 ``c2`` (BN, 1, f), or ``W2 = c2 = None`` for TTT-Linear. Output: ``f_res(q_i; W_i)`` before the inner LN,
 (n, BN, b, f).
+
+Speed on a CPU comes from moving less memory: no autograd node per elementwise step, GELU through sigmoids,
+temporaries in buffers reused by every chunk, and the rows (batch × heads) taken in blocks of
+:data:`BLOCK_ROWS`, so that a block's inner weights stay in the caches while its chunks are scanned.
 """
 from __future__ import annotations
 
@@ -45,16 +49,16 @@ _BETA = math.sqrt(2.0 / math.pi)
 _KAPPA = 0.044715
 
 
-def _gelu_parts(x: torch.Tensor, work: torch.Tensor):
+def _gelu_parts(x: torch.Tensor, work: torch.Tensor, value_out: torch.Tensor):
     """``gelu(x), gelu′(x), σ(2u), σ(−2u)`` (tanh approximation, ``u = β (x + κ x³)``), written with
     ``½(1 ± tanh u) = σ(±2u)``: sigmoids are several times cheaper than tanh on a CPU, and ``σ(−2u)`` computed
     directly (not as ``1 − σ(2u)``) keeps float32 accurate where GELU saturates. ``σ(−2u)`` is written into
-    ``work`` (a buffer of x's shape)."""
+    ``work`` and ``gelu(x)`` into ``value_out`` (buffers of x's shape)."""
     x_sq = x * x
     two_u = torch.mul(x_sq, _KAPPA, out=work).add_(1.0).mul_(x).mul_(2 * _BETA)
     s_pos = torch.sigmoid(two_u)
     s_neg = two_u.neg_().sigmoid_()
-    value = x * s_pos
+    value = torch.mul(x, s_pos, out=value_out)
     slope = x_sq.mul_(3 * _KAPPA * _BETA).add_(_BETA).mul_(x).mul_(s_pos).mul_(s_neg).mul_(2.0).add_(s_pos)
     return value, slope, s_pos, s_neg
 
@@ -90,12 +94,11 @@ def _ln_l2_grad_backward(dg, g, saved, ln_scale):
     return dz, d_ghat
 
 
-def _forward(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps, save: Optional[List]):
-    """The scan. With ``save`` a list, appends per chunk what the backward reads. Temporaries that the backward
-    does not read live in a few buffers reused by every chunk (fresh memory is what costs most on a CPU)."""
+def _forward(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps, save: Optional[List], out):
+    """The scan, written into ``out``. With ``save`` a list, appends per chunk what the backward reads.
+    Temporaries that the backward does not read live in a few buffers reused by every chunk."""
     n, BN, b2, f = kq.shape
     b = b2 // 2
-    out = kq.new_empty(n, BN, b, f)
     mlp = w2 is not None
     d = w1.shape[-1]
     work = [kq.new_empty(BN, b, d) for _ in range(4 if mlp else 0)] + [kq.new_empty(BN, b, d)]
@@ -105,19 +108,21 @@ def _forward(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps,
         z1u1 = torch.baddbmm(c1, kq_i, w1)                               # [K; Q] W1 + c1
         z1, u1 = z1u1[:, :b], z1u1[:, b:]
         if mlp:
-            h, slope1, sp1, sn1 = _gelu_parts(z1, work[0])
+            # h and x2 side by side: two of ∂L/∂W2's three terms are then one matmul, [h; x2]ᵀ [∂L/∂z2; ∂L/∂out]
+            hx = kq.new_empty(BN, 2 * b, d)
+            h, slope1, sp1, sn1 = _gelu_parts(z1, work[0], hx[:, :b])
             g2, ln_saved = _ln_l2_grad(torch.baddbmm(c2, h, w2), ln_scale, ln_offset[i], eps)
             p = torch.bmm(g2, w2.transpose(-1, -2))
             g1 = p * slope1                                               # p ⊙ gelu′(z1)
             big_u = torch.baddbmm(u1, attn1[i], g1, alpha=-1.0, out=work[1])   # U1
-            x2, slope_u = _gelu_parts(big_u, work[2])[:2]                 # gelu(U1), gelu′(U1)
+            x2, slope_u = _gelu_parts(big_u, work[2], hx[:, b:2 * b])[:2]   # gelu(U1), gelu′(U1)
             s2 = torch.bmm(x2, h.transpose(-1, -2))                       # x2 hᵀ
             a2 = torch.addcmul(eta[i], eta[i], s2)                        # E ⊙ (x2 hᵀ + 1)
             torch.baddbmm(torch.baddbmm(c2, x2, w2), a2, g2, alpha=-1.0, out=out[i])
             if save is not None:
                 # p ⊙ gelu″(z1): what the backward multiplies ∂L/∂g1 by to reach z1 through gelu′
                 p_curv = p.mul_(_gelu_curvature(z1, sp1, sn1, work[1], work[2]))
-                save.append((w1, w2, z1, h, slope1, p_curv, g1, slope_u, x2, s2, a2, g2, ln_saved))
+                save.append((w1, w2, z1, hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved))
         else:
             g1, ln_saved = _ln_l2_grad(z1, ln_scale, ln_offset[i], eps)
             torch.baddbmm(u1, attn1[i], g1, alpha=-1.0, out=out[i])
@@ -134,20 +139,18 @@ def _forward(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps,
     return out
 
 
-def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp):
-    """The scan in reverse: per chunk, the gradients of its inputs and of the state it started from."""
+def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp, d_kq, d_attn1, d_eta, d_eta_last, d_offset):
+    """The scan in reverse: per chunk, the gradients of its inputs (written into ``d_kq`` .. ``d_offset``;
+    ``d_eta_last`` zero-filled by the caller) and of the state it started from (returned)."""
     n, BN, b2, f = kq.shape
     b = b2 // 2
     d = saved[0][0].shape[-1]
-    d_kq = torch.empty_like(kq)
-    d_attn1 = torch.empty_like(attn1)
-    d_eta = torch.empty_like(eta) if mlp else None
-    d_eta_last = torch.zeros_like(eta_last)
-    d_offset = torch.empty(n, BN, b, f, dtype=kq.dtype, device=kq.device)
     d_scale = torch.zeros_like(ln_scale)
-    # buffers reused by every chunk: ∂L/∂[z1; u1], ∂L/∂g1, ∂L/∂h, ∂L/∂x2, ∂L/∂p, ∂L/∂g2, ∂L/∂K (update), scratch
+    # buffers reused by every chunk: ∂L/∂[z1; u1], ∂L/∂g1, ∂L/∂h, ∂L/∂x2, ∂L/∂p, [∂L/∂z2; ∂L/∂out], ∂L/∂g2,
+    # ∂L/∂K (from the update), scratch
     d_z1u1 = kq.new_empty(BN, b2, d)
     dg1, dh, dx2, dp = (kq.new_empty(BN, b, d) if k == 0 or mlp else None for k in range(4))
+    dzy = kq.new_empty(BN, 2 * b, f) if mlp else None
     dg2, d_k_state, scratch = kq.new_empty(BN, b, f), kq.new_empty(BN, b, f), kq.new_empty(BN, b, d)
     d_w1 = d_c1 = d_w2 = d_c2 = None                     # the state's gradients: none after the last chunk
     for i in range(n - 1, -1, -1):
@@ -156,7 +159,8 @@ def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp):
         e = eta_last[i]
         carry = d_w1 is not None
         if mlp:
-            w1, w2, z1, h, slope1, p_curv, g1, slope_u, x2, s2, a2, g2, ln_saved = saved[i]
+            w1, w2, z1, hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved = saved[i]
+            h, x2 = hx[:, :b], hx[:, b:]
         else:
             w1, g1, ln_saved = saved[i]
         # the state update W' = W − Aᵀ (e ⊙ G), c' = c − Σ e ⊙ G, read backwards
@@ -186,7 +190,6 @@ def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp):
                 d_w2 = torch.zeros_like(w2)
                 d_c2 = torch.zeros(BN, 1, f, dtype=kq.dtype, device=kq.device)
             torch.bmm(dy, w2.transpose(-1, -2), out=dx2).baddbmm_(n_ds2, h, alpha=-1.0)
-            d_w2.baddbmm_(x2.transpose(-1, -2), dy)
             d_c2.add_(dy.sum(dim=1, keepdim=True))
             # U1 = u1 − A1 g1
             du = torch.mul(dx2, slope_u, out=d_z1u1[:, b:])
@@ -201,8 +204,9 @@ def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp):
             # g2 = LN-L2-grad(z2),  z2 = h W2 + c2
             dz2, d_ghat = _ln_l2_grad_backward(dg2, g2, ln_saved, ln_scale)
             dh.baddbmm_(dz2, w2.transpose(-1, -2))
-            d_w2.baddbmm_(h.transpose(-1, -2), dz2)
             d_c2.add_(dz2.sum(dim=1, keepdim=True))
+            dzy[:, :b], dzy[:, b:] = dz2, dy
+            d_w2.baddbmm_(hx.transpose(-1, -2), dzy)                       # hᵀ dz2 + x2ᵀ dy
             torch.mul(dh, slope1, out=d_z1u1[:, :b]).add_(d_curv)          # h = gelu(z1)
         else:
             # out = u1 − A1 g1
@@ -223,7 +227,20 @@ def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp):
         else:
             d_w1 = torch.bmm(kq_i.transpose(-1, -2), d_z1u1)
             d_c1 = d_z1u1.sum(dim=1, keepdim=True)
-    return d_kq, d_attn1, d_eta, d_eta_last, d_offset, d_scale, d_w1, d_c1, d_w2, d_c2
+    return d_scale, d_w1, d_c1, d_w2, d_c2
+
+
+#: The scan runs on blocks of at most this many (batch × head) rows, one block after the other: a block's inner
+#: weights and temporaries then stay in the CPU's caches through a chunk (measured by benchmarks/bench_speed.py).
+BLOCK_ROWS = 512
+
+
+def _blocks(rows: int, size: int) -> List[slice]:
+    return [slice(start, start + size) for start in range(0, rows, size)]
+
+
+def _rows(tensors, block: slice, axis: int):
+    return [None if t is None else t[(slice(None),) * axis + (block,)] for t in tensors]
 
 
 class _DualScan(torch.autograd.Function):
@@ -231,22 +248,38 @@ class _DualScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps):
-        saved: List = []
-        out = _forward(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps, saved)
+        n, BN, b2, f = kq.shape
+        out = kq.new_empty(n, BN, b2 // 2, f)
+        flat: List = []
+        ctx.blocks = _blocks(BN, BLOCK_ROWS)          # the backward walks the same blocks
+        for block in ctx.blocks:
+            saved: List = []
+            _forward(*_rows((kq, attn1, eta, eta_last, ln_offset), block, 1),
+                     *_rows((ln_scale, w1, c1, w2, c2), block, 0), eps, saved, out[:, block])
+            flat += [t for chunk in saved for t in chunk[:-1] + chunk[-1]]
         # saved through autograd (not as attributes), so that they are freed as soon as the backward has run
-        flat = [t for chunk in saved for t in chunk[:-1] + chunk[-1]]
         ctx.save_for_backward(kq, attn1, eta, eta_last, ln_scale, *flat)
-        ctx.mlp, ctx.per_chunk = w2 is not None, len(flat) // len(saved)
+        ctx.mlp, ctx.per_chunk = w2 is not None, len(flat) // (n * len(ctx.blocks))
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         kq, attn1, eta, eta_last, ln_scale, *flat = ctx.saved_tensors
+        n, BN, b2, f = kq.shape
         m = ctx.per_chunk
         saved = [(*flat[i:i + m - 4], tuple(flat[i + m - 4:i + m])) for i in range(0, len(flat), m)]
-        grads = _backward(grad_out.contiguous(), kq, attn1, eta, eta_last, ln_scale, saved, ctx.mlp)
-        return (*grads, None)
+        grad_out = grad_out.contiguous()
+        d_kq, d_attn1, d_eta_last = torch.empty_like(kq), torch.empty_like(attn1), torch.zeros_like(eta_last)
+        d_eta = torch.empty_like(eta) if ctx.mlp else None
+        d_offset = kq.new_empty(n, BN, b2 // 2, f)
+        state = []
+        for index, block in enumerate(ctx.blocks):
+            state.append(_backward(*_rows((grad_out, kq, attn1, eta, eta_last), block, 1), ln_scale[block],
+                                   saved[index * n:(index + 1) * n], ctx.mlp,
+                                   *_rows((d_kq, d_attn1, d_eta, d_eta_last, d_offset), block, 1)))
+        state = [None if parts[0] is None else torch.cat(parts) for parts in zip(*state)]
+        return (d_kq, d_attn1, d_eta, d_eta_last, d_offset, *state, None)
 
 
 def dual_scan(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2=None, c2=None, eps: float = 1e-6):
@@ -255,4 +288,9 @@ def dual_scan(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2=None, c2
     inputs = [t for t in (kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
         return _DualScan.apply(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps)
-    return _forward(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps, None)
+    n, BN, b2, f = kq.shape
+    out = kq.new_empty(n, BN, b2 // 2, f)
+    for block in _blocks(BN, BLOCK_ROWS):
+        _forward(*_rows((kq, attn1, eta, eta_last, ln_offset), block, 1),
+                 *_rows((ln_scale, w1, c1, w2, c2), block, 0), eps, None, out[:, block])
+    return out
