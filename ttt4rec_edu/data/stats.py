@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .protocol import SequenceData, Splits, build_splits
+from .registry import DEFAULT_MAX_LEN
 
 
 def dataset_stats(data: Union[SequenceData, pd.DataFrame]) -> Dict[str, float]:
@@ -50,7 +51,7 @@ def previous_occurrence(data: SequenceData) -> np.ndarray:
     return prev
 
 
-def repeat_stats(data: SequenceData, split="3:2:5", max_len: int = 50) -> Dict[str, float]:
+def repeat_stats(data: SequenceData, split="3:2:5", max_len: int = DEFAULT_MAX_LEN) -> Dict[str, float]:
     """How much of ``data`` is repeat consumption, under the evaluation protocol ``split`` / ``max_len``.
 
     Returns
