@@ -95,11 +95,16 @@ def _ln_l2_grad_backward(dg, g, saved, ln_scale):
 
 
 def _forward(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps, save: Optional[List], out):
-    """The scan, written into ``out``. With ``save`` a list, appends per chunk what the backward reads.
-    Temporaries that the backward does not read live in a few buffers reused by every chunk."""
+    """The scan, written into ``out``. With ``save`` a list, appends per chunk what the backward reads, then the
+    final inner weights. The weights are one copy updated in place, chunk after chunk (the backward gets each
+    chunk's start weights back by undoing the updates); temporaries that the backward does not read live in a
+    few buffers reused by every chunk."""
     n, BN, b2, f = kq.shape
     b = b2 // 2
     mlp = w2 is not None
+    w1, c1 = w1.clone(), c1.clone()
+    if mlp:
+        w2, c2 = w2.clone(), c2.clone()
     d = w1.shape[-1]
     work = [kq.new_empty(BN, b, d) for _ in range(4 if mlp else 0)] + [kq.new_empty(BN, b, d)]
     for i in range(n):
@@ -122,29 +127,36 @@ def _forward(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps,
             if save is not None:
                 # p ⊙ gelu″(z1): what the backward multiplies ∂L/∂g1 by to reach z1 through gelu′
                 p_curv = p.mul_(_gelu_curvature(z1, sp1, sn1, work[1], work[2]))
-                save.append((w1, w2, z1, hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved))
+                save.append((z1, hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved))
         else:
             g1, ln_saved = _ln_l2_grad(z1, ln_scale, ln_offset[i], eps)
             torch.baddbmm(u1, attn1[i], g1, alpha=-1.0, out=out[i])
             if save is not None:
-                save.append((w1, g1, ln_saved))
+                save.append((g1, ln_saved))
         if i == n - 1:
             break
+        # W ← W − Aᵀ (e ⊙ G), c ← c − Σ_j e_j g_j, in place
         e = eta_last[i]
         eg1 = torch.mul(e, g1, out=work[-1])
-        w1, c1 = torch.baddbmm(w1, k_i.transpose(-1, -2), eg1, alpha=-1.0), c1 - eg1.sum(dim=1, keepdim=True)
+        w1.baddbmm_(k_i.transpose(-1, -2), eg1, alpha=-1.0)
+        c1.sub_(eg1.sum(dim=1, keepdim=True))
         if mlp:
             eg2 = e * g2
-            w2, c2 = torch.baddbmm(w2, h.transpose(-1, -2), eg2, alpha=-1.0), c2 - eg2.sum(dim=1, keepdim=True)
+            w2.baddbmm_(h.transpose(-1, -2), eg2, alpha=-1.0)
+            c2.sub_(eg2.sum(dim=1, keepdim=True))
+    if save is not None:
+        save.append((w1, w2) if mlp else (w1,))
     return out
 
 
 def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp, d_kq, d_attn1, d_eta, d_eta_last, d_offset):
     """The scan in reverse: per chunk, the gradients of its inputs (written into ``d_kq`` .. ``d_offset``;
-    ``d_eta_last`` zero-filled by the caller) and of the state it started from (returned)."""
+    ``d_eta_last`` zero-filled by the caller) and of the state it started from (returned). ``saved``: what
+    :func:`_forward` saved, the final weights last."""
     n, BN, b2, f = kq.shape
     b = b2 // 2
-    d = saved[0][0].shape[-1]
+    w1, w2 = (*(t.clone() for t in saved[-1]), None)[:2]     # the final weights, walked back chunk by chunk
+    d = w1.shape[-1]
     d_scale = torch.zeros_like(ln_scale)
     # buffers reused by every chunk: ∂L/∂[z1; u1], ∂L/∂g1, ∂L/∂h, ∂L/∂x2, ∂L/∂p, [∂L/∂z2; ∂L/∂out], ∂L/∂g2,
     # ∂L/∂K (from the update), scratch
@@ -159,10 +171,16 @@ def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp, d_kq, d_
         e = eta_last[i]
         carry = d_w1 is not None
         if mlp:
-            w1, w2, z1, hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved = saved[i]
+            z1, hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved = saved[i]
             h, x2 = hx[:, :b], hx[:, b:]
         else:
-            w1, g1, ln_saved = saved[i]
+            g1, ln_saved = saved[i]
+        if i < n - 1:
+            # the chunk's start weights: its update undone (W + Aᵀ (e ⊙ G), the same product the forward took
+            # away; equal to the weights the forward used up to rounding). The biases are not needed.
+            w1.baddbmm_(k_i.transpose(-1, -2), torch.mul(e, g1, out=scratch))
+            if mlp:
+                w2.baddbmm_(h.transpose(-1, -2), e * g2)
         # the state update W' = W − Aᵀ (e ⊙ G), c' = c − Σ e ⊙ G, read backwards
         if carry:
             n_dg1 = torch.baddbmm(d_c1, k_i, d_w1, out=dg1)                 # −∂L/∂(e ⊙ g1)
@@ -256,10 +274,11 @@ class _DualScan(torch.autograd.Function):
             saved: List = []
             _forward(*_rows((kq, attn1, eta, eta_last, ln_offset), block, 1),
                      *_rows((ln_scale, w1, c1, w2, c2), block, 0), eps, saved, out[:, block])
-            flat += [t for chunk in saved for t in chunk[:-1] + chunk[-1]]
+            flat += [t for chunk in saved[:-1] for t in chunk[:-1] + chunk[-1]] + list(saved[-1])
         # saved through autograd (not as attributes), so that they are freed as soon as the backward has run
         ctx.save_for_backward(kq, attn1, eta, eta_last, ln_scale, *flat)
-        ctx.mlp, ctx.per_chunk = w2 is not None, len(flat) // (n * len(ctx.blocks))
+        ctx.mlp = w2 is not None
+        ctx.per_block = len(flat) // len(ctx.blocks)
         return out
 
     @staticmethod
@@ -267,17 +286,19 @@ class _DualScan(torch.autograd.Function):
     def backward(ctx, grad_out):
         kq, attn1, eta, eta_last, ln_scale, *flat = ctx.saved_tensors
         n, BN, b2, f = kq.shape
-        m = ctx.per_chunk
-        saved = [(*flat[i:i + m - 4], tuple(flat[i + m - 4:i + m])) for i in range(0, len(flat), m)]
+        n_state = 2 if ctx.mlp else 1
+        per_chunk = (ctx.per_block - n_state) // n
         grad_out = grad_out.contiguous()
         d_kq, d_attn1, d_eta_last = torch.empty_like(kq), torch.empty_like(attn1), torch.zeros_like(eta_last)
         d_eta = torch.empty_like(eta) if ctx.mlp else None
         d_offset = kq.new_empty(n, BN, b2 // 2, f)
         state = []
         for index, block in enumerate(ctx.blocks):
+            mine = flat[index * ctx.per_block:(index + 1) * ctx.per_block]
+            saved = [(*mine[i:i + per_chunk - 4], tuple(mine[i + per_chunk - 4:i + per_chunk]))
+                     for i in range(0, n * per_chunk, per_chunk)] + [tuple(mine[n * per_chunk:])]
             state.append(_backward(*_rows((grad_out, kq, attn1, eta, eta_last), block, 1), ln_scale[block],
-                                   saved[index * n:(index + 1) * n], ctx.mlp,
-                                   *_rows((d_kq, d_attn1, d_eta, d_eta_last, d_offset), block, 1)))
+                                   saved, ctx.mlp, *_rows((d_kq, d_attn1, d_eta, d_eta_last, d_offset), block, 1)))
         state = [None if parts[0] is None else torch.cat(parts) for parts in zip(*state)]
         return (d_kq, d_attn1, d_eta, d_eta_last, d_offset, *state, None)
 
