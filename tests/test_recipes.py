@@ -62,6 +62,23 @@ def test_the_committed_six_epoch_runs_are_cpu6_without_editing_them():
     assert set(summarize(committed.drop(columns=["recipe"], errors="ignore"))["recipe"]) == {"cpu6"}
 
 
+def test_the_committed_converged_runs_are_official_and_were_ended_by_early_stopping():
+    converged = BOOK_RESULTS / "converged"
+    folders = sorted(converged.glob("runs/amazon-beauty/*/*/seed*"))
+    assert folders and not any(converged.rglob(CHECKPOINT_NAME))   # results only
+    rows = collect_results(converged, table_experiments("beauty"))
+    assert len(rows) == len(folders) and set(rows["recipe"]) == {"official"}
+    assert (rows["epochs"] < rows["max_epochs"]).all()   # none ended by the cap of 300
+    for folder in folders:   # the labels in the files agree with the values (scripts/copy_results.py)
+        assert json.loads((folder / RECORD_NAME).read_text())["recipe"] == "official"
+        metrics = json.loads((folder / METRICS_NAME).read_text())
+        assert metrics["config"]["recipe"] == "official" and metrics["stopped_early"]
+    # the measurement that chose the batch: the same schedule at batch 256 is no named recipe
+    measured = collect_results(converged / "batch256", table_experiments("beauty"))
+    assert len(measured) >= 2 and set(measured["recipe"]) == {CUSTOM}
+    assert set(measured["batch_size"]) == {256} and (measured["max_epochs"] == 300).all()
+
+
 def test_recipe_and_contradicting_options_are_refused_in_one_line(tmp_path, capsys):
     argv = ["train", "--model", "pop", "--data", "synthetic", "--recipe", "official", "--epochs", "6",
             "--out", tmp_path / "t"]
@@ -124,8 +141,8 @@ def test_a_run_with_the_official_settings_is_official_and_old_records_resume_and
     rows = collect_results(official)
     assert list(rows["recipe"]) == ["official"]
     write_reports(tmp_path / "reports", rows)
-    assert f"recipe official: at most 4 epochs, patience 5, batch {OFFICIAL_BATCH_SIZE}" in (tmp_path / "reports" / "summary.md") \
-        .read_text()
+    summary = (tmp_path / "reports" / "summary.md").read_text()
+    assert f"recipe official: at most 4 epochs, patience 5, batch {OFFICIAL_BATCH_SIZE}" in summary
     # the same folder asked with another recipe: the finished run is not mixed into it
     code, _, err = run_main(_tiny(official, "--recipe", "cpu6"), capsys)
     assert code == 2 and "must not be mixed" in err
