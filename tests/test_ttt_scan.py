@@ -20,7 +20,7 @@ def test_gelu_parts_and_curvature_equal_autograd():
     value = F.gelu(xg, approximate="tanh")
     (slope,) = torch.autograd.grad(value.sum(), xg, create_graph=True)
     (curvature,) = torch.autograd.grad(slope.sum(), xg)
-    got_value, got_slope, s_pos, s_neg = _gelu_parts(x, torch.empty_like(x), torch.empty_like(x))
+    got_value, got_slope, s_pos, s_neg = _gelu_parts(x, *(torch.empty_like(x) for _ in range(3)))
     torch.testing.assert_close(got_value, value.detach(), **EXACT)
     torch.testing.assert_close(got_slope, slope.detach(), **EXACT)
     torch.testing.assert_close(s_pos + s_neg, torch.ones_like(x), **EXACT)

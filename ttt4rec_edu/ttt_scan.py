@@ -49,14 +49,14 @@ _BETA = math.sqrt(2.0 / math.pi)
 _KAPPA = 0.044715
 
 
-def _gelu_parts(x: torch.Tensor, work: torch.Tensor, value_out: torch.Tensor):
+def _gelu_parts(x: torch.Tensor, work: torch.Tensor, value_out: torch.Tensor, s_pos_out: torch.Tensor):
     """``gelu(x), gelu′(x), σ(2u), σ(−2u)`` (tanh approximation, ``u = β (x + κ x³)``), written with
     ``½(1 ± tanh u) = σ(±2u)``: sigmoids are several times cheaper than tanh on a CPU, and ``σ(−2u)`` computed
     directly (not as ``1 − σ(2u)``) keeps float32 accurate where GELU saturates. ``σ(−2u)`` is written into
-    ``work`` and ``gelu(x)`` into ``value_out`` (buffers of x's shape)."""
+    ``work``, ``σ(2u)`` into ``s_pos_out`` and ``gelu(x)`` into ``value_out`` (buffers of x's shape)."""
     x_sq = x * x
     two_u = torch.mul(x_sq, _KAPPA, out=work).add_(1.0).mul_(x).mul_(2 * _BETA)
-    s_pos = torch.sigmoid(two_u)
+    s_pos = torch.sigmoid(two_u, out=s_pos_out)
     s_neg = two_u.neg_().sigmoid_()
     value = torch.mul(x, s_pos, out=value_out)
     slope = x_sq.mul_(3 * _KAPPA * _BETA).add_(_BETA).mul_(x).mul_(s_pos).mul_(s_neg).mul_(2.0).add_(s_pos)
@@ -106,28 +106,31 @@ def _forward(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2, c2, eps,
     if mlp:
         w2, c2 = w2.clone(), c2.clone()
     d = w1.shape[-1]
-    work = [kq.new_empty(BN, b, d) for _ in range(4 if mlp else 0)] + [kq.new_empty(BN, b, d)]
+    z1u1 = kq.new_empty(BN, b2, d)
+    # σ(−2u), σ(2u) at z1; U1; σ(−2u), σ(2u) at U1; e ⊙ g1
+    work = [kq.new_empty(BN, b, d) for _ in range(5 if mlp else 0)] + [kq.new_empty(BN, b, d)]
+    hx = kq.new_empty(BN, 2 * b, d) if mlp and save is None else None
     for i in range(n):
         kq_i = kq[i]
         k_i = kq_i[:, :b]
-        z1u1 = torch.baddbmm(c1, kq_i, w1)                               # [K; Q] W1 + c1
+        torch.baddbmm(c1, kq_i, w1, out=z1u1)                            # [K; Q] W1 + c1
         z1, u1 = z1u1[:, :b], z1u1[:, b:]
         if mlp:
             # h and x2 side by side: two of ∂L/∂W2's three terms are then one matmul, [h; x2]ᵀ [∂L/∂z2; ∂L/∂out]
-            hx = kq.new_empty(BN, 2 * b, d)
-            h, slope1, sp1, sn1 = _gelu_parts(z1, work[0], hx[:, :b])
+            hx = kq.new_empty(BN, 2 * b, d) if save is not None else hx
+            h, slope1, sp1, sn1 = _gelu_parts(z1, work[0], hx[:, :b], work[1])
             g2, ln_saved = _ln_l2_grad(torch.baddbmm(c2, h, w2), ln_scale, ln_offset[i], eps)
             p = torch.bmm(g2, w2.transpose(-1, -2))
             g1 = p * slope1                                               # p ⊙ gelu′(z1)
-            big_u = torch.baddbmm(u1, attn1[i], g1, alpha=-1.0, out=work[1])   # U1
-            x2, slope_u = _gelu_parts(big_u, work[2], hx[:, b:2 * b])[:2]   # gelu(U1), gelu′(U1)
+            big_u = torch.baddbmm(u1, attn1[i], g1, alpha=-1.0, out=work[2])   # U1
+            x2, slope_u = _gelu_parts(big_u, work[3], hx[:, b:], work[4])[:2]  # gelu(U1), gelu′(U1)
             s2 = torch.bmm(x2, h.transpose(-1, -2))                       # x2 hᵀ
             a2 = torch.addcmul(eta[i], eta[i], s2)                        # E ⊙ (x2 hᵀ + 1)
             torch.baddbmm(torch.baddbmm(c2, x2, w2), a2, g2, alpha=-1.0, out=out[i])
             if save is not None:
                 # p ⊙ gelu″(z1): what the backward multiplies ∂L/∂g1 by to reach z1 through gelu′
-                p_curv = p.mul_(_gelu_curvature(z1, sp1, sn1, work[1], work[2]))
-                save.append((z1, hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved))
+                p_curv = p.mul_(_gelu_curvature(z1, sp1, sn1, work[2], work[3]))
+                save.append((hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved))
         else:
             g1, ln_saved = _ln_l2_grad(z1, ln_scale, ln_offset[i], eps)
             torch.baddbmm(u1, attn1[i], g1, alpha=-1.0, out=out[i])
@@ -171,7 +174,7 @@ def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp, d_kq, d_
         e = eta_last[i]
         carry = d_w1 is not None
         if mlp:
-            z1, hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved = saved[i]
+            hx, slope1, p_curv, g1, slope_u, s2, a2, g2, ln_saved = saved[i]
             h, x2 = hx[:, :b], hx[:, b:]
         else:
             g1, ln_saved = saved[i]
