@@ -13,6 +13,11 @@
    d. one Amazon Beauty epoch per model (3:2:5, B 256: training + full-ranking validation) — needs the data
       file (skipped with a note otherwise; ``--epoch-batches N`` caps the training batches).
 
+Each ratio also gives its "before", timed in the same run: the TTT layer with the dual form's scan through
+autograd (``TTTLayer.dual_fast(..., hand_backward=False)``), as it ran before ``ttt4rec_edu.ttt_scan``'s
+hand-written backward. Ratio c is also given with the same math on both sides (b 1 against b 1, and the
+mini-batch loop with explicit ``W_i`` against the dual form at b 8).
+
 Robust on a shared, busy machine: one thread; times are CPU time of this process (``time.process_time``; with
 one thread that is the time the core worked for us, whatever else runs), the compared things are timed in
 alternation (A, B, A, B, ...) and a ratio is the median of the per-pair ratios.
@@ -25,6 +30,8 @@ alternation (A, B, A, B, ...) and a ratio is the median of the per-pair ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import statistics
@@ -81,6 +88,28 @@ def fwd_bwd(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
     return run
 
 
+@contextlib.contextmanager
+def autograd_scan():
+    """Within: every TTT layer runs the dual form's scan through autograd (``hand_backward=False``), as before
+    ``ttt4rec_edu.ttt_scan``'s hand-written backward: the "before" of each ratio, timed in the same run."""
+    from ttt4rec_edu.ttt import TTTLayer
+
+    fast = TTTLayer.dual_fast
+    TTTLayer.dual_fast = functools.partialmethod(fast, hand_backward=False)
+    try:
+        yield
+    finally:
+        TTTLayer.dual_fast = fast
+
+
+def before(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with the scan through autograd."""
+    def run():
+        with autograd_scan():
+            return fn()
+    return run
+
+
 def random_batch(batch: int, gen_seed: int = 0):
     gen = torch.Generator().manual_seed(gen_seed)
     item_seq = torch.randint(1, NUM_ITEMS + 1, (batch, L), generator=gen)
@@ -112,7 +141,8 @@ def profile(batch: int, repeats: int) -> None:
     from ttt4rec_edu.losses import full_cross_entropy
     from ttt4rec_edu.models import build_model
     from ttt4rec_edu.rope import rope_turns, rotate_pairs
-    from ttt4rec_edu.ttt import _ln_l2_grad, gelu_with_slope, inner_layer_norm
+    from ttt4rec_edu.ttt import inner_layer_norm
+    from ttt4rec_edu.ttt_scan import _gelu_curvature, _gelu_parts, _ln_l2_grad, _ln_l2_grad_backward
     from ttt4rec_edu.utils import set_seed
 
     set_seed(0)
@@ -139,11 +169,26 @@ def profile(batch: int, repeats: int) -> None:
     with torch.no_grad():
         z, _ = layer.dual_fast(q, k, v, lr, tau)
     z_res = leaf(z - q)           # stands in for f_res(q; W_t) before the inner LN
-    # the inner gradients' elementwise pieces, one call per chunk on a chunk's shapes, as in the scan
-    z1 = [leaf(torch.randn(BN, b, 4 * f) * 0.5) for _ in range(n_chunks)]
-    z2 = [leaf(torch.randn(BN, b, f)) for _ in range(n_chunks)]
+    # the scan's elementwise pieces (no autograd: the scan's backward is written by hand), one call per chunk
+    # on a chunk's shapes, as in the scan: GELU's value and slope at z1 and U1, its curvature at z1 (forward);
+    # the inner LN's L2 gradient (forward) and that gradient's own backward
+    z1 = [torch.randn(BN, b, 4 * f) * 0.5 for _ in range(n_chunks)]
+    z2 = [torch.randn(BN, b, f) for _ in range(n_chunks)]
+    work = [torch.empty(BN, b, 4 * f) for _ in range(4)]
     ln_scale = layer.inner_ln_weight.detach().square()[:, None].repeat(batch, 1, 1)
     ln_off = torch.randn(BN, b, f)
+
+    def gelu_pieces():
+        for z in z1:
+            _, _, s_pos, s_neg = _gelu_parts(z, work[0], torch.empty_like(z), work[1])
+            _gelu_parts(z, work[2], torch.empty_like(z), work[3])
+            _gelu_curvature(z, s_pos, s_neg, work[2], work[3])
+
+    def ln_pieces():
+        for z in z2:
+            g, saved = _ln_l2_grad(z, ln_scale, ln_off, 1e-6)
+            _ln_l2_grad_backward(torch.ones_like(g), g, saved, ln_scale)
+
     h_last = leaf(torch.randn(batch, C))
     ffn_in = leaf(torch.randn(batch, L, C))
 
@@ -156,9 +201,10 @@ def profile(batch: int, repeats: int) -> None:
         "TTT: RoPE on q and k": fwd_bwd(lambda: rotate_pairs(qk_raw, turn)),
         "TTT: learning-rate gate": fwd_bwd(lambda: layer.learning_rate(x)),
         "TTT: dual-form scan (all of it)": fwd_bwd(lambda: layer.dual_fast(q, k, v, lr, tau)[0]),
-        "  scan piece: GELU + its slope": fwd_bwd(lambda: tuple(t for z in z1 for t in gelu_with_slope(z))),
-        "  scan piece: inner-LN + L2 backward": fwd_bwd(lambda: tuple(_ln_l2_grad(z, ln_scale, ln_off)
-                                                                      for z in z2)),
+        "  the scan, forward alone": lambda: layer.dual_fast(q.detach(), k.detach(), v.detach(), lr.detach(), tau),
+        "  scan piece: GELU, slope, curvature": gelu_pieces,
+        "  scan piece: inner-LN L2 grad + its bwd": ln_pieces,
+        "  (before: the scan through autograd)": before(fwd_bwd(lambda: layer.dual_fast(q, k, v, lr, tau)[0])),
         "TTT: inner LN on outputs + residual": fwd_bwd(lambda: q + inner_layer_norm(z_res, *layer._ln_params())),
         "TTT: post_norm + theta_O": fwd_bwd(lambda: layer.o_proj(layer.post_norm(x))),
         "SwiGLU feed-forward": fwd_bwd(lambda: block.ffn(ffn_in)),
@@ -211,6 +257,7 @@ def step_ratio(repeats: int, bf16: bool, compiled: bool) -> Dict[str, float]:
     ttt = build_model("ttt4rec", NUM_ITEMS, L)
     sas = build_model("sasrec", NUM_ITEMS, L)
     fns = {"ttt4rec": training_step(ttt, *batch)[0], "sasrec": training_step(sas, *batch)[0]}
+    fns["ttt4rec before"] = before(training_step(ttt, *batch)[0])
     if bf16:
         fns["ttt4rec bf16"] = training_step(ttt, *batch, bf16=True)[0]
         fns["sasrec bf16"] = training_step(sas, *batch, bf16=True)[0]
@@ -231,7 +278,8 @@ def step_ratio(repeats: int, bf16: bool, compiled: bool) -> Dict[str, float]:
         fns["ttt4rec compiled"] = compiled_step
     ms = timed(fns, repeats)
     out = {"ttt4rec_ms": med(ms["ttt4rec"]), "sasrec_ms": med(ms["sasrec"]),
-           "ratio": paired(ms["ttt4rec"], ms["sasrec"])}
+           "ratio": paired(ms["ttt4rec"], ms["sasrec"]), "before_ms": med(ms["ttt4rec before"]),
+           "before_ratio": paired(ms["ttt4rec before"], ms["sasrec"])}
     if bf16:
         out["ttt4rec_bf16_speedup"] = paired(ms["ttt4rec"], ms["ttt4rec bf16"])
         out["sasrec_bf16_speedup"] = paired(ms["sasrec"], ms["sasrec bf16"])
@@ -249,10 +297,15 @@ def loop_ratio(repeats: int) -> Dict[str, float]:
     dual, online = TTTLayer(64, 4), TTTLayer(64, 4, mini_batch_size=1)
     online.load_state_dict({k: v[:1] if k == "token_offset" else v for k, v in dual.state_dict().items()})
     ms = timed({"token_loop": fwd_bwd(lambda: online(x, mode="token_loop")),
-                "dual b=8": fwd_bwd(lambda: dual(x)), "dual b=1": fwd_bwd(lambda: online(x))}, repeats)
+                "dual b=8": fwd_bwd(lambda: dual(x)), "dual b=1": fwd_bwd(lambda: online(x)),
+                "minibatch_loop b=8": fwd_bwd(lambda: dual(x, mode="minibatch_loop")),
+                "dual b=8 before": before(fwd_bwd(lambda: dual(x)))}, repeats)
     return {"token_loop_ms": med(ms["token_loop"]), "dual_ms": med(ms["dual b=8"]),
             "dual_b1_ms": med(ms["dual b=1"]), "ratio": paired(ms["token_loop"], ms["dual b=8"]),
-            "ratio_b1": paired(ms["token_loop"], ms["dual b=1"])}
+            "ratio_b1": paired(ms["token_loop"], ms["dual b=1"]),
+            "minibatch_loop_ms": med(ms["minibatch_loop b=8"]),
+            "ratio_minibatch": paired(ms["minibatch_loop b=8"], ms["dual b=8"]),
+            "before_ms": med(ms["dual b=8 before"]), "before_ratio": paired(ms["token_loop"], ms["dual b=8 before"])}
 
 
 def official_child(spec: dict) -> dict:
@@ -276,9 +329,11 @@ def official_child(spec: dict) -> dict:
         pos = torch.arange(length)[None].expand(spec["batch"], -1)
         max_diff = float((theirs(x, position_ids=pos) - ours(x)).abs().max())
         ms = timed({"official": fwd_bwd(lambda x=x, pos=pos: theirs(x, position_ids=pos)),
-                    "ours": fwd_bwd(lambda x=x: ours(x))}, spec["repeats"])
+                    "ours": fwd_bwd(lambda x=x: ours(x)), "ours before": before(fwd_bwd(lambda x=x: ours(x)))},
+                   spec["repeats"])
         out[str(length)] = {"official_ms": med(ms["official"]), "ours_ms": med(ms["ours"]),
-                            "ratio": paired(ms["official"], ms["ours"]), "max_abs_diff": max_diff}
+                            "ratio": paired(ms["official"], ms["ours"]), "max_abs_diff": max_diff,
+                            "before_ratio": paired(ms["official"], ms["ours before"])}
     return out
 
 
@@ -371,6 +426,7 @@ def main() -> None:
     s = step_ratio(repeats, args.bf16, args.compile)
     print(f"a. TTT4Rec / SASRec training step, L 50, B 256: {s['ratio']:.2f}x "
           f"({s['ttt4rec_ms']:.0f} / {s['sasrec_ms']:.0f} ms; goal <= 1.2x)")
+    print(f"   before (the scan through autograd): {s['before_ratio']:.2f}x ({s['before_ms']:.0f} ms)")
     if args.compile:
         print(f"   with TTT4REC_COMPILE=1 (torch.compile of the scan): {s['compiled_ratio']:.2f}x "
               f"({s['compiled_ms']:.0f} ms)")
@@ -385,11 +441,14 @@ def main() -> None:
             r = o[length]
             print(f"b. official / our TTT-MLP layer, fwd+bwd, B 256, L {length}: {r['ratio']:.2f}x "
                   f"({r['official_ms']:.0f} / {r['ours_ms']:.0f} ms; outputs agree to {r['max_abs_diff']:.1e}; "
-                  f"goal >= 2x)")
+                  f"goal >= 2x; before, the scan through autograd: {r['before_ratio']:.2f}x)")
     lr_ = loop_ratio(max(2, repeats // 3))
-    print(f"c. per-token loop / dual form, TTT-MLP layer fwd+bwd, B 256, L 100: {lr_['ratio']:.1f}x "
-          f"({lr_['token_loop_ms']:.0f} / {lr_['dual_ms']:.0f} ms, dual b 8; the same math, dual b 1: "
-          f"{lr_['ratio_b1']:.1f}x; goal >= 5x)")
+    print(f"c. per-token loop (b 1, the paper's online GD, autograd inner gradient) / dual form (b 8, the "
+          f"model's), TTT-MLP layer fwd+bwd, B 256, L 100: {lr_['ratio']:.1f}x ({lr_['token_loop_ms']:.0f} / "
+          f"{lr_['dual_ms']:.0f} ms; goal >= 5x; before, the scan through autograd: {lr_['before_ratio']:.1f}x)")
+    print(f"   the same math on both sides: per-token loop / dual form at b 1: {lr_['ratio_b1']:.1f}x "
+          f"({lr_['dual_b1_ms']:.0f} ms); mini-batch loop (explicit W_i) / dual form at b 8: "
+          f"{lr_['ratio_minibatch']:.1f}x ({lr_['minibatch_loop_ms']:.0f} ms)")
     if args.quick or args.no_epoch:
         print("d. Amazon Beauty epoch: skipped (--quick / --no-epoch)")
         return
