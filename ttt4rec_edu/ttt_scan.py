@@ -253,7 +253,7 @@ def _backward(grad_out, kq, attn1, eta, eta_last, ln_scale, saved, mlp, d_kq, d_
 
 #: The scan runs on blocks of at most this many (batch × head) rows, one block after the other: a block's inner
 #: weights and temporaries then stay in the CPU's caches through a chunk (measured by benchmarks/bench_speed.py).
-BLOCK_ROWS = 512
+BLOCK_ROWS = 256
 
 
 def _blocks(rows: int, size: int) -> List[slice]:
