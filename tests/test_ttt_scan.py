@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ttt4rec_edu import ttt_scan
 from ttt4rec_edu.ttt_scan import (_DualScan, _gelu_curvature, _gelu_parts, _ln_l2_grad, _ln_l2_grad_backward,
-                                  dual_scan)
+                                  dual_scan, pair_chunks)
 from ttt4rec_edu.ttt import TTTLayer, _ln_l2_grad as ln_l2_grad_reference
 
 F64 = torch.float64
@@ -42,6 +42,22 @@ def test_ln_l2_grad_and_its_backward_equal_autograd():
     torch.testing.assert_close(dz, dz_ref, **EXACT)
     torch.testing.assert_close(d_ghat, doffset_ref, **EXACT)
     torch.testing.assert_close((d_ghat * saved[0]).sum(dim=1, keepdim=True), dscale_ref, **EXACT)
+
+
+@pytest.mark.parametrize("L", [6, 7, 2])
+def test_pair_chunks_layout_and_gradient(L):
+    torch.manual_seed(0)
+    k, q = (torch.randn(2, 3, L, 4, dtype=F64, requires_grad=True) for _ in range(2))
+    kq = pair_chunks(k, q, 3)
+    n = -(-L // 3)
+    assert kq.shape == (n, 6, 6, 4)
+    for c in range(n):
+        for s in range(3):
+            t = 3 * c + s
+            expect_k = k[:, :, t].reshape(6, 4) if t < L else torch.zeros(6, 4, dtype=F64)
+            expect_q = q[:, :, t].reshape(6, 4) if t < L else torch.zeros(6, 4, dtype=F64)
+            assert torch.equal(kq[c, :, s], expect_k) and torch.equal(kq[c, :, 3 + s], expect_q)
+    assert torch.autograd.gradcheck(lambda k, q: pair_chunks(k, q, 3), (k, q))
 
 
 def scan_inputs(inner, n=3, BN=2, b=3, f=4, seed=0):

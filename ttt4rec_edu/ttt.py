@@ -59,7 +59,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ttt4rec_edu.rope import POSITION_MODES, apply_rope, rope_positions, rope_turns, rotate_pairs
-from ttt4rec_edu.ttt_scan import dual_scan
+from ttt4rec_edu.ttt_scan import dual_scan, pair_chunks
 
 #: How ``TTTLayer.forward(x, mode=...)`` runs the inner loop (same numbers; "dual" is the default, the fast one).
 MODES = ("dual", "minibatch_loop", "token_loop")
@@ -700,7 +700,14 @@ class TTTLayer(nn.Module):
 
         # A short last chunk is padded to b tokens: token i reads only tokens j ≤ i (E is lower-triangular) and
         # the last chunk's state update is never computed, so the padding changes no number (zeros times zeros).
-        qs, ks, vs, lrs = (chunk_major(t) for t in (q, k, v, lr))
+        hand = (hand_backward and q.dtype in (torch.float32, torch.float64)
+                and not torch.is_autocast_enabled(q.device.type))
+        if hand:
+            kq = pair_chunks(k, q, b)                                     # per chunk: its keys, then its queries
+            ks, qs = kq[..., :b, :], kq[..., b:, :]
+            vs, lrs = chunk_major(v), chunk_major(lr)
+        else:
+            qs, ks, vs, lrs = (chunk_major(t) for t in (q, k, v, lr))
         gamma, beta = (p[None].expand(B, -1, -1, -1).reshape(BN, 1, f) for p in self._ln_params())
         layers = [(w[None].expand(B, -1, -1, -1).reshape(BN, *w.shape[1:]),
                    c[None, :, None].expand(B, -1, -1, -1).reshape(BN, 1, -1))
@@ -710,10 +717,9 @@ class TTTLayer(nn.Module):
         eta_last = eta[..., -1:, :].transpose(-1, -2)                                 # E_b·ᵀ: (.., b, 1)
         ln_offset = gamma * (beta - (vs - ks))                                        # γ ⊙ (β − target)
         ln_scale = gamma * gamma
-        if (hand_backward and q.dtype in (torch.float32, torch.float64)
-                and not torch.is_autocast_enabled(q.device.type)):
+        if hand:
             # the scan with its hand-written backward (ttt4rec_edu.ttt_scan); under autocast, autograd's below
-            z = dual_scan(torch.cat([ks, qs], dim=-2), attn1, eta, eta_last.contiguous(), ln_offset, ln_scale,
+            z = dual_scan(kq, attn1, eta, eta_last.contiguous(), ln_offset, ln_scale,
                           *[t for layer in layers for t in layer], eps=INNER_LN_EPS)
             z = z.movedim(0, 1).reshape(B, nh, n_chunks * b, f)[:, :, :L]
             gamma, beta = self._ln_params()

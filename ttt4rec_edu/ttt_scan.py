@@ -306,6 +306,37 @@ class _DualScan(torch.autograd.Function):
         return (d_kq, d_attn1, d_eta, d_eta_last, d_offset, *state, None)
 
 
+class _PairChunks(torch.autograd.Function):
+    """(B, nh, L, f) keys and queries → (n, B·nh, 2b, f): per chunk, its ``b`` keys then its ``b`` queries,
+    zeros after the end. One copy each way (autograd's pad, reshape and concatenation would take several)."""
+
+    @staticmethod
+    def forward(ctx, k, q, b):
+        B, nh, L, f = k.shape
+        n_full, rem = divmod(L, b)
+        n = n_full + (1 if rem else 0)
+        out = k.new_zeros(n, B, nh, 2, b, f)
+        for side, t in enumerate((k, q)):
+            out[:n_full, :, :, side] = t[:, :, :n_full * b].reshape(B, nh, n_full, b, f).permute(2, 0, 1, 3, 4)
+            if rem:
+                out[n_full, :, :, side, :rem] = t[:, :, n_full * b:]
+        ctx.shape = (B, nh, L, f)
+        return out.view(n, B * nh, 2 * b, f)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        B, nh, L, f = ctx.shape
+        n, _, b2, _ = grad.shape
+        grad = grad.view(n, B, nh, 2, b2 // 2, f).permute(3, 1, 2, 0, 4, 5).reshape(2, B, nh, n * b2 // 2, f)
+        return grad[0, :, :, :L], grad[1, :, :, :L], None
+
+
+def pair_chunks(k: torch.Tensor, q: torch.Tensor, b: int) -> torch.Tensor:
+    """The scan's ``kq`` input from keys and queries (B, nh, L, f), chunks of ``b`` tokens."""
+    return _PairChunks.apply(k, q, b)
+
+
 def dual_scan(kq, attn1, eta, eta_last, ln_offset, ln_scale, w1, c1, w2=None, c2=None, eps: float = 1e-6):
     """``f_res(q_i; W_i)`` for every chunk (shapes in the module docstring). Differentiable through the
     hand-written backward when a gradient is asked for; otherwise the plain scan, keeping nothing."""
