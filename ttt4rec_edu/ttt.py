@@ -296,8 +296,9 @@ class _TraceRecorder:
 
 #: ``TTT4REC_COMPILE=1`` in the environment: ``forward(mode="dual")`` runs ``torch.compile(TTTLayer.dual_fast)``.
 #: Inductor fuses the scan's many small elementwise ops: on a CPU the scan's forward + backward took 0.53x the
-#: time of the same scan run eagerly through autograd (B 256, L 50; measured before ``ttt4rec_edu.ttt_scan``), after a compile of minutes (and one more per new shape). Off by default; if
-#: compiling fails (no C++ compiler, an unsupported op), a warning and the eager path.
+#: time of the same scan run eagerly through autograd (B 256, L 50; measured before ``ttt4rec_edu.ttt_scan``),
+#: after a compile of minutes (and one more per new shape). Off by default; if compiling fails (no C++ compiler,
+#: an unsupported op), a warning and the eager path.
 COMPILE_ENV = "TTT4REC_COMPILE"
 _COMPILED: dict = {}
 
