@@ -10,7 +10,8 @@ import pytest
 from ttt4rec_edu import analysis
 from ttt4rec_edu.adaptation import (ARM_NAMES, PAIRS, arm_differences, arm_experiments, finished_seeds,
                                     is_derived, seed_differences, verdict)
-from ttt4rec_edu.experiments import run_dir
+from ttt4rec_edu.adaptation import comparison_table, main
+from ttt4rec_edu.experiments import METRICS, run_dir
 from ttt4rec_edu.runner import RECORD_NAME
 from ttt4rec_edu.train import METRICS_NAME, RANKS_NAME
 
@@ -18,8 +19,10 @@ from ttt4rec_edu.train import METRICS_NAME, RANKS_NAME
 def _write_run(out, experiment, seed, ranks, derived=False):
     folder = run_dir(out, experiment, seed)
     folder.mkdir(parents=True)
-    np.savez(folder / RANKS_NAME, ranks=np.asarray(ranks, dtype=np.int32))
-    metrics = {"test": {}, "valid": {}}
+    ranks = np.asarray(ranks, dtype=np.int32)
+    np.savez(folder / RANKS_NAME, ranks=ranks)
+    test = {m: float(analysis.per_sample_metric(ranks, m).mean()) for m in METRICS}
+    metrics = {"test": test, "valid": test, "config": {}, "epochs": 4, "best_epoch": 2}
     if derived:
         metrics["derived_from"] = {"best_epoch": 3}
     (folder / METRICS_NAME).write_text(json.dumps(metrics))
@@ -89,3 +92,21 @@ def test_seed_intervals_pair_a_derived_arm_and_say_when_there_is_none(tmp_path):
                                               (0.0, 0.001, "cannot tell")])
 def test_verdict_says_only_what_the_interval_says(low, high, words):
     assert verdict(low, high) == words
+
+
+def test_the_comparison_table_reads_the_folder_and_says_what_it_lacks(tmp_path, capsys):
+    arms = arm_experiments("3:2:5")
+    samples = pd.DataFrame({"user": [0, 0, 1, 2], "history": [1, 2, 1, 1]})
+    for s, (a, f) in enumerate([([1, 3, 20, 2], [2, 3, 30, 5]), ([1, 2, 11, 4], [1, 9, 12, 4])]):
+        _write_run(tmp_path, arms["adapting"], s, a)
+        _write_run(tmp_path, arms["fixed W0"], s, f)
+    table = comparison_table(tmp_path, samples=samples, num_boot=50).set_index(["difference", "metric"])
+    assert len(table) == 2 * len(METRICS)
+    row = table.loc["adapt − fixed W0", "NDCG@10"]
+    assert row["seeds"] == "2/2" and row["method"] == "Welch"
+    assert row["seeds: adapting is"] in {"better", "worse", "cannot tell"}
+    none = table.loc["adapt − η = 0 at test", "HR@10"]   # no η = 0 runs: nothing is made up
+    assert (none["users resampled (95%)"], none["users: adapting is"]) == ("—", "no runs")
+    assert main([str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

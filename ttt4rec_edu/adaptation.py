@@ -39,7 +39,7 @@ PAIRS: Dict[str, Tuple[str, str]] = {
 }
 
 __all__ = ["ARM_NAMES", "PAIRS", "arm_experiments", "finished_seeds", "is_derived", "arm_differences",
-           "seed_differences", "verdict"]
+           "seed_differences", "verdict", "comparison_table", "markdown"]
 
 
 def arm_experiments(split: str, table: str = "beauty", backbone: str = "transformer",
@@ -151,3 +151,75 @@ def verdict(low: float, high: float) -> str:
     if high < 0:
         return "worse"
     return "cannot tell"
+
+
+def comparison_table(out, split: str = "3:2:5", data_source: str = "amazon-beauty", seeds: Sequence[int] = (0, 1, 2),
+                     num_boot: int = 1000, offline: bool = True,
+                     samples: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """The overall comparison of a results folder, one row per (difference, metric): users resampled and over
+    seeds, each with its :func:`verdict` (what chapter 9 section 9.7 and the README show). ``samples``: the test
+    split's ``analysis.sample_table`` when the caller has it (else it is rebuilt from ``data_source``)."""
+    from .analysis import sample_table
+    from .data.registry import DataRequest, get_dataset_info
+    from .experiments import collect_results
+
+    arms = arm_experiments(split)
+    seeds_of = {name: finished_seeds(out, e, seeds) for name, e in arms.items()}
+    derived = {name: bool(s) and all(is_derived(out, arms[name], k) for k in s) for name, s in seeds_of.items()}
+    if samples is None:
+        request = DataRequest(data_source, split, get_dataset_info(data_source).max_len, offline=offline)
+        samples = sample_table(request.load()[1].test)
+    users = arm_differences(out, arms, seeds_of, samples, num_boot=num_boot)
+    runs = collect_results(out, list(arms.values()), list(seeds))
+    names = {e.run_key: name for name, e in arms.items()}
+    over_seeds = seed_differences(runs.assign(arm=runs["run_key"].map(names)), derived)
+    rows = []
+    for _, d in over_seeds.iterrows():
+        u = users[(users["metric"] == d["metric"]) & (users["difference"] == d["difference"])]
+        u = u.iloc[0] if len(u) else pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan})
+        rows.append({"difference": d["difference"], "metric": d["metric"].upper(),
+                     "users resampled (95%)": _cell(u["mean"], u["low"], u["high"]),
+                     "users: adapting is": verdict(u["low"], u["high"]) if np.isfinite(u["mean"]) else "no runs",
+                     "over seeds (95%)": _cell(d["mean"], d["low"], d["high"]), "seeds": d["seeds"],
+                     "method": d["method"], "seeds: adapting is": verdict(d["low"], d["high"])})
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A frame as a Markdown table (no extra dependency)."""
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _cell(mean: float, low: float, high: float) -> str:
+    if not np.isfinite(mean):
+        return "—"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{mean:+.4f} (no interval)"
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def main(argv=None) -> int:
+    """``python -m ttt4rec_edu.adaptation RESULTS [--split 3:2:5]``: the comparison as a Markdown table."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m ttt4rec_edu.adaptation", description=main.__doc__)
+    parser.add_argument("results", type=Path, help="a results folder (e.g. book/results/converged)")
+    parser.add_argument("--split", default="3:2:5")
+    parser.add_argument("--data", default="amazon-beauty", help="the dataset the runs were trained on")
+    args = parser.parse_args(argv)
+    try:
+        if not (args.results / "runs").is_dir():
+            raise ValueError(f"{args.results} has no runs/ folder: not a results folder")
+        table = comparison_table(args.results, args.split, args.data)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown(table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
