@@ -145,26 +145,37 @@ def test_hand_backward_equals_autograd_and_dual(inner, L, b):
                 torch.testing.assert_close(got, ref, **EXACT, msg=lambda m, p=f"{name} {pname}": f"{p}: {m}")
 
 
-def test_hand_backward_is_what_the_layer_runs_and_autocast_falls_back():
-    layer, x = layer_case("mlp", 11, 4)
-    layer = layer.float()
-    x = x.detach().float().requires_grad_()
-    q, k, v = layer.views(x)
-    lr, tau = layer.learning_rate(x), layer.token_scale()
-    out = layer.dual_fast(q, k, v, lr, tau)[0]
+def graph_nodes(out):
     seen, stack = set(), [out.grad_fn]
     while stack:                                              # every node of the graph behind the output
         fn = stack.pop()
         if fn is not None and fn not in seen:
             seen.add(fn)
             stack.extend(f for f, _ in fn.next_functions)
-    assert "_DualScanBackward" in {type(fn).__name__ for fn in seen}
+    return {type(fn).__name__ for fn in seen}
+
+
+def test_hand_backward_is_what_the_layer_runs_and_cpu_autocast_keeps_it_in_float32():
+    layer, x = layer_case("mlp", 11, 4)
+    layer = layer.float()
+    x = x.detach().float().requires_grad_()
+    q, k, v = layer.views(x)
+    lr, tau = layer.learning_rate(x), layer.token_scale()
+    out = layer.dual_fast(q, k, v, lr, tau)[0]
+    assert "_DualScanBackward" in graph_nodes(out)
     torch.testing.assert_close(out, layer.dual(q, k, v, lr, tau)[0], rtol=1e-4, atol=1e-5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):        # bfloat16 matmuls: autograd's scan, same math
-        low = layer(x)
-    low.float().sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):        # bfloat16 projections, the scan in float32
+        q16, k16, v16 = layer.views(x)
+        lr16 = layer.learning_rate(x)
+        low = layer.dual_fast(q16, k16, v16, lr16, tau)[0]
+    assert q16.dtype == torch.bfloat16 and low.dtype == torch.float32 and "_DualScanBackward" in graph_nodes(low)
+    assert torch.equal(low, layer.dual_fast(q16.float(), k16.float(), v16.float(), lr16.float(), tau)[0])
+    low.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
-    torch.testing.assert_close(low.float(), layer(x), rtol=0.1, atol=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):        # asked for: autograd's scan, in bfloat16
+        slow = layer.dual_fast(q16, k16, v16, lr16, tau, hand_backward=False)[0]
+    assert "_DualScanBackward" not in graph_nodes(slow)
+    torch.testing.assert_close(slow.float(), low, rtol=0.05, atol=0.05)
 
 
 def test_float32_gradients_stay_close_to_float64_with_large_steps():

@@ -690,6 +690,11 @@ class TTTLayer(nn.Module):
         recorder = self.dual(q, k, v, lr, tau, trace=True)[1] if trace else None
         if q.numel() == 0:  # no sequence or no token: nothing to arrange, and empty tensors cannot be reshaped
             return self.dual(q, k, v, lr, tau)[0], recorder
+        if hand_backward and q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # CPU autocast: the scan stays in float32 with its hand-written backward (bfloat16 would not speed up
+            # its tiny products, and autograd's scan is slower)
+            with torch.autocast("cpu", enabled=False):
+                return self.dual_fast(*(t.float() for t in (q, k, v, lr, tau)))[0], recorder
         B, nh, L, f = q.shape
         BN, b = B * nh, self.mini_batch_size
         n_chunks = -(-L // b)
