@@ -17,9 +17,11 @@ Per chunk of ``b`` tokens (batch and heads flattened into one axis, ``BN``), wit
     x2 = gelu(U1),   A2 = E ⊙ (x2 hᵀ + 1),   out = x2 W2 + c2 − A2 g2
     W1 ← W1 − Kᵀ (e ⊙ g1),  c1 ← c1 − Σ_j e_j g1_j,  W2 ← W2 − hᵀ (e ⊙ g2),  c2 ← c2 − Σ_j e_j g2_j
 
-The backward runs these lines in reverse for the last chunk first, carrying the gradient of the state
-(``dW1, dc1, dW2, dc2``) to the chunk before. ``gelu′`` times a tensor is ``aten.gelu_backward`` (one kernel);
-``gelu″`` is needed only in the backward. The LN-L2 gradient ``g = r (ĝ − mean ĝ − ẑ mean(ĝ ẑ))`` with
+The forward keeps one copy of the weights and updates it in place. The backward runs these lines in reverse,
+last chunk first, carrying the gradient of the state (``dW1, dc1, dW2, dc2``) to the chunk before, and gets each
+chunk's start weights back by undoing its update (``W1 + Kᵀ (e ⊙ g1)``: the same product added back, equal to
+the forward's weights up to rounding). GELU's value, slope and (for the backward, saved as ``p ⊙ gelu″(z1)``)
+curvature are written with sigmoids. The LN-L2 gradient ``g = r (ĝ − mean ĝ − ẑ mean(ĝ ẑ))`` with
 ``ẑ = (z − μ) r``, ``r = 1/σ``, ``ĝ = γ² ẑ + γ (β − target)`` has the backward, for an incoming ``dg``::
 
     dB = r dg,   dĝ = dB − mean(dB) − ẑ mean(dB ẑ)                  (→ γ (β − target) and, times ẑ, → γ²)
