@@ -680,9 +680,9 @@ class TTTLayer(nn.Module):
         ``G`` stay separate (no coefficient stack); the inner LN's ``γ²`` and ``γ ⊙ (β − (v − k))`` are computed
         once for all chunks; the last chunk skips the state update nobody reads.
 
-        The scan itself, in float32/float64 outside autocast, is ``ttt4rec_edu.ttt_scan.dual_scan``: one autograd
-        node with a hand-written backward (a reverse scan), instead of autograd's many small nodes (on a CPU the
-        layer's forward + backward about 1.4x faster). ``hand_backward=False`` (and autocast) runs the
+        On a CPU the scan itself is ``ttt4rec_edu.ttt_scan.dual_scan``: one autograd node with a hand-written
+        backward (a reverse scan) instead of autograd's many small nodes (``benchmarks/bench_speed.py`` times
+        both); under CPU autocast it stays in float32. ``hand_backward=False``, a GPU, or GPU autocast run the
         loop below through autograd instead; ``tests/test_ttt_scan.py`` checks both against :meth:`dual`.
         """
         # a trace (for plots) is recorded by the reference; the output stays this method's, so that asking for a
@@ -707,8 +707,9 @@ class TTTLayer(nn.Module):
 
         # A short last chunk is padded to b tokens: token i reads only tokens j ≤ i (E is lower-triangular) and
         # the last chunk's state update is never computed, so the padding changes no number (zeros times zeros).
-        hand = (hand_backward and q.dtype in (torch.float32, torch.float64)
-                and not torch.is_autocast_enabled(q.device.type))
+        # the hand-written scan is a CPU speed-up (measured on CPUs only); a GPU runs autograd's, as before
+        hand = (hand_backward and q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
+                and not torch.is_autocast_enabled("cpu"))
         if hand:
             kq = pair_chunks(k, q, b)                                     # per chunk: its keys, then its queries
             ks, qs = kq[..., :b, :], kq[..., b:, :]
