@@ -75,4 +75,16 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer, generator: torch.Ge
     }, path)
 
 
-__all__ = ["CHECKPOINT_FORMAT", "rng_state", "set_rng_state", "cpu_state_dict", "save_checkpoint"]
+def read_checkpoint(path, error: type = ValueError) -> Dict[str, Any]:
+    """The content of a checkpoint written by :func:`save_checkpoint` (on the CPU, weights only); ``error``
+    (the caller's error class) names the file when it cannot be read or is not such a checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unreadable or not a checkpoint at all
+        raise error(f"cannot read checkpoint {path}: {err}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise error(f"{path} is not a ttt4rec_edu checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+__all__ = ["CHECKPOINT_FORMAT", "rng_state", "set_rng_state", "cpu_state_dict", "save_checkpoint", "read_checkpoint"]

@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from .checkpoint import CHECKPOINT_FORMAT
+from .checkpoint import read_checkpoint
 from .runner import RECORD_NAME, first_missing, is_finished, remove_if_empty
 from .train import CHECKPOINT_NAME, METRICS_NAME, RANKS_NAME, TrainConfig, evaluate_split
 from .utils import atomic_write_json, json_safe, resolve_device
@@ -57,13 +57,7 @@ def best_weights(source: Path) -> Dict[str, torch.Tensor]:
     path = source / CHECKPOINT_NAME
     if not path.exists():
         raise DeriveError(f"{path} is missing: the run's best weights live in its checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unreadable or not a checkpoint at all
-        raise DeriveError(f"cannot read checkpoint {path}: {err}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise DeriveError(f"{path} is not a ttt4rec_edu checkpoint (format {CHECKPOINT_FORMAT})")
-    state = ckpt.get("state") or {}
+    state = read_checkpoint(path, DeriveError).get("state") or {}
     metrics = json.loads((source / METRICS_NAME).read_text())
     if state.get("best_state") is None or int(state.get("best_epoch", -1)) != int(metrics["best_epoch"]):
         raise DeriveError(f"{path} does not hold the best weights of epoch {metrics['best_epoch']} that "

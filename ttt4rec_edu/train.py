@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .checkpoint import CHECKPOINT_FORMAT, cpu_state_dict, save_checkpoint, set_rng_state
+from .checkpoint import cpu_state_dict, read_checkpoint, save_checkpoint, set_rng_state
 from .metrics import (DEFAULT_MEMORY_BUDGET, DEFAULT_TIES, TIE_POLICIES, compute_ranks, has_embedding_hooks,
                       metrics_from_ranks)
 from .recipes import recipe_of
@@ -557,12 +557,7 @@ def train(model: nn.Module, splits, config: Optional[TrainConfig] = None, out_di
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, generator: torch.Generator,
                      fingerprint: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unreadable or not a checkpoint at all
-        raise ResumeError(f"cannot read checkpoint {path}: {err}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ResumeError(f"{path} is not a ttt4rec_edu checkpoint (format {CHECKPOINT_FORMAT})")
+    ckpt = read_checkpoint(path, ResumeError)
     saved = json.loads(ckpt["fingerprint"])
     diffs = _fingerprint_diff(saved, json.loads(json.dumps(fingerprint, sort_keys=True)))
     if diffs:
