@@ -390,25 +390,25 @@ def run_experiments(experiments: Sequence[Experiment], seeds: Sequence[int] = (0
             if request not in cache:   # one load per cell, shared by its seeds
                 cache[request] = request.load()
             config = settings.train_config(seed, exp.adapt_at_test)
+            record = {**asdict(exp), "run_key": exp.run_key, "settings": settings.shaping()}
             if derives_eta0(exp, config):
-                source = run_dir(out, dataclasses.replace(exp, adapt_at_test=True), seed)
+                twin = dataclasses.replace(exp, adapt_at_test=True)
+                source = run_dir(out, twin, seed)
                 if not is_finished(source):
                     raise ExperimentError(
                         f"the η = 0-at-test arm of recipe {DERIVED_ETA0_RECIPE!r} evaluates the adapting run's best "
-                        f"weights again: finish {source} first (reproduce --models "
-                        f"{dataclasses.replace(exp, adapt_at_test=True).variant} --seeds {seed})")
+                        f"weights again: finish {source} first (reproduce --models {twin.variant} --seeds {seed})")
                 log(f"derive (η = 0 at test from {source.parent.name} seed {seed}'s best weights): "
                     f"{exp.run_key} seed {seed}")
                 derive_eta0_run(source, target, cache[request][1], device=settings.device,
-                                progress=settings.progress,
-                                record={**asdict(exp), "run_key": exp.run_key, "settings": settings.shaping()})
+                                progress=settings.progress, record=record)
                 continue
             resume = run_state(target) == "resumable"
             log(f"{'resume' if resume else 'run'}: {exp.run_key} seed {seed}")
             run_one(exp.model, target, config, cache[request],
                     model_options=exp.model_overrides(), resume=resume, claim=False,
                     run_info={"experiment": exp.run_key, "data": settings.data_source or exp.dataset},
-                    record={**asdict(exp), "run_key": exp.run_key, "settings": settings.shaping()})
+                    record=record)
     return collect_results(out, experiments, seeds)
 
 

@@ -51,14 +51,21 @@ def _config_of(recorded: Dict[str, Any], **changes) -> TrainConfig:
 def best_weights(source: Path) -> Dict[str, torch.Tensor]:
     """The weights a finished run reports: its checkpoint's ``best_state`` (checked against ``metrics.json``'s
     best epoch)."""
-    source = Path(source)
+    return _best_weights(Path(source), _finished_metrics(Path(source)))
+
+
+def _finished_metrics(source: Path) -> Dict[str, Any]:
+    """``metrics.json`` of a finished run (else :class:`DeriveError`)."""
     if not is_finished(source):
         raise DeriveError(f"{source} is not a finished run (metrics.json and {RECORD_NAME} are needed)")
+    return json.loads((source / METRICS_NAME).read_text())
+
+
+def _best_weights(source: Path, metrics: Dict[str, Any]) -> Dict[str, torch.Tensor]:
     path = source / CHECKPOINT_NAME
     if not path.exists():
         raise DeriveError(f"{path} is missing: the run's best weights live in its checkpoint")
     state = read_checkpoint(path, DeriveError).get("state") or {}
-    metrics = json.loads((source / METRICS_NAME).read_text())
     if state.get("best_state") is None or int(state.get("best_epoch", -1)) != int(metrics["best_epoch"]):
         raise DeriveError(f"{path} does not hold the best weights of epoch {metrics['best_epoch']} that "
                           f"{source / METRICS_NAME} reports")
@@ -82,13 +89,11 @@ def derive_eta0_run(source: Path, target: Path, splits, record: Optional[Dict[st
     source, target = Path(source), Path(target)
     if is_finished(target):
         raise DeriveError(f"{target} already holds a finished run")
-    if not is_finished(source):
-        raise DeriveError(f"{source} is not a finished run (metrics.json and {RECORD_NAME} are needed)")
-    metrics = json.loads((source / METRICS_NAME).read_text())
+    metrics = _finished_metrics(source)
     run, recorded = metrics.get("run", {}), metrics.get("config", {})
     if not recorded.get("adapt_at_test", True):
         raise DeriveError(f"{source} was evaluated with η = 0 already; derive from an adapting run")
-    weights = best_weights(source)
+    weights = _best_weights(source, metrics)
     counts = {k: metrics["data"].get(k) for k in splits.counts()}
     if counts != splits.counts() or int(metrics["data"]["num_items"]) != int(splits.num_items):
         raise DeriveError(f"{source} was trained on other data ({counts}, {metrics['data']['num_items']} items) "
