@@ -97,6 +97,11 @@ def test_summary_mean_std_and_difference_by_hand():
     assert "0.1200 ± 0.0200" in text and "0.0934" in text and "+28.5" in text
     markdown = format_summary(summary, markdown=True)
     assert markdown.splitlines()[1].startswith("|---") and "| 2 | gowalla | 3:2:5 | SASRec | 3 |" in markdown
+    # one seed has no spread: never "± 0.0000"; a row under three seeds is marked † and the mark is explained
+    pop_line = next(line for line in markdown.splitlines() if "| Pop" in line)
+    assert "| Pop † | 1 |" in pop_line and "0.0100 (one seed)" in pop_line and "±" not in pop_line
+    assert "SASRec †" not in markdown and markdown.splitlines()[-1].startswith("† fewer than 3 seeds")
+    assert "† fewer than 3 seeds" in text and "0.0100 (one seed)" in text
 
 
 @pytest.mark.slow

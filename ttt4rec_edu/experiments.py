@@ -454,6 +454,9 @@ def collect_results(out: Path, experiments: Optional[Sequence[Experiment]] = Non
 # ----------------------------------------------------------------------------------------- summaries
 
 
+# the seeds of a full cell (the paper's tables are rerun with seeds 0, 1, 2): a row with fewer is marked †
+FULL_ROW_SEEDS = 3
+
 SUMMARY_KEYS = ["table", "dataset", "split", "model", "backbone", "inner", "adapt_at_test", "adapt"]
 
 
@@ -531,22 +534,26 @@ def format_summary(summary: pd.DataFrame, metrics: Sequence[str] = METRICS, mark
         dataset = row["dataset"]
         if str(row.get("data", dataset)).split("[")[0] != dataset or "[" in str(row.get("data", "")):
             dataset += f" (data: {row['data']})"  # replaced or cut: the paper's number is not comparable
-        line = [str(row["table"]), dataset, row["split"], _cell_name(row), str(int(row["seeds"]))]
+        seeds = int(row["seeds"])
+        name = _cell_name(row) + (" †" if seeds < FULL_ROW_SEEDS else "")
+        line = [str(row["table"]), dataset, row["split"], name, str(seeds)]
         for m in metrics:
-            std = row[f"{m}_std"]
-            line.append(f"{row[f'{m}_mean']:.4f} ± {0.0 if pd.isna(std) else std:.4f}")
+            std = row[f"{m}_std"]  # NaN for one seed: a spread of one value is not zero, it is unknown
+            line.append(f"{row[f'{m}_mean']:.4f}" + (" (one seed)" if pd.isna(std) else f" ± {std:.4f}"))
             paper = row[f"paper_{m}"]
             line.append("—" if pd.isna(paper) else f"{paper:.4f}")
             line.append("—" if pd.isna(paper) else f"{row[f'diff_{m}_pct']:+.1f}")
         body.append(line)
+    note = (f"\n† fewer than {FULL_ROW_SEEDS} seeds (a cell of one seed has no spread)."
+            if (summary["seeds"] < FULL_ROW_SEEDS).any() else "")
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]
-        return "\n".join(lines)
+        return "\n".join(lines) + ("\n" + note if note else "")
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
-    return "\n".join(lines)
+    return "\n".join(lines) + note
 
 
 def write_reports(out: Path, results: pd.DataFrame) -> Dict[str, Path]:
