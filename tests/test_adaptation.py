@@ -10,7 +10,7 @@ import pytest
 from ttt4rec_edu import analysis
 from ttt4rec_edu.adaptation import (ARM_NAMES, PAIRS, arm_differences, arm_experiments, finished_seeds,
                                     is_derived, seed_differences, verdict)
-from ttt4rec_edu.adaptation import comparison_table, main
+from ttt4rec_edu.adaptation import comparison_table, main, reading
 from ttt4rec_edu.experiments import METRICS, run_dir
 from ttt4rec_edu.runner import RECORD_NAME
 from ttt4rec_edu.train import METRICS_NAME, RANKS_NAME
@@ -110,3 +110,21 @@ def test_the_comparison_table_reads_the_folder_and_says_what_it_lacks(tmp_path, 
     assert main([str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_the_reading_says_each_verdict_of_the_table_and_nothing_else():
+    rows = []
+    for metric, users, seeds in [("HR@10", "worse", "cannot tell"), ("HR@50", "better", "better"),
+                                 ("NDCG@10", "worse", "worse"), ("NDCG@50", "cannot tell", "cannot tell")]:
+        rows.append({"difference": "adapt − fixed W0", "metric": metric, "users: adapting is": users,
+                     "seeds": "3/3", "method": "Welch", "seeds: adapting is": seeds})
+        rows.append({"difference": "adapt − η = 0 at test", "metric": metric, "users: adapting is": "no runs",
+                     "seeds": "0/0", "method": "paired by seed", "seeds: adapting is": "no interval"})
+    assert reading(pd.DataFrame(rows)) == [
+        "adapt − fixed W0, users resampled: adapting is better on HR@50; adapting is worse on HR@10, NDCG@10; "
+        "cannot tell on NDCG@50.",
+        "adapt − fixed W0, over seeds (3/3, Welch): adapting is better on HR@50; adapting is worse on NDCG@10; "
+        "cannot tell on HR@10, NDCG@50.",
+        "adapt − η = 0 at test, users resampled: no runs for HR@10, HR@50, NDCG@10, NDCG@50.",
+        "adapt − η = 0 at test, over seeds (0/0, paired by seed): no interval (under two seeds) on HR@10, HR@50, "
+        "NDCG@10, NDCG@50."]

@@ -39,7 +39,7 @@ PAIRS: Dict[str, Tuple[str, str]] = {
 }
 
 __all__ = ["ARM_NAMES", "PAIRS", "arm_experiments", "finished_seeds", "is_derived", "arm_differences",
-           "seed_differences", "verdict", "comparison_table", "markdown"]
+           "seed_differences", "verdict", "comparison_table", "reading", "markdown"]
 
 
 def arm_experiments(split: str, table: str = "beauty", backbone: str = "transformer",
@@ -185,6 +185,28 @@ def comparison_table(out, split: str = "3:2:5", data_source: str = "amazon-beaut
     return pd.DataFrame(rows)
 
 
+# each verdict as the words before its metrics, in the order a reading lists them
+VERDICT_WORDS = {"better": "adapting is better on", "worse": "adapting is worse on",
+                 "cannot tell": "cannot tell on", "no interval": "no interval (under two seeds) on",
+                 "no runs": "no runs for"}
+
+
+def reading(table: pd.DataFrame) -> list:
+    """:func:`comparison_table` in plain words, one sentence per (difference, kind of interval), e.g.
+    ``adapt − fixed W0, users resampled: adapting is better on HR@50; adapting is worse on HR@10, NDCG@10,
+    NDCG@50.`` The verdicts are
+    the table's own, so the words cannot say more than the intervals do."""
+    sentences = []
+    for difference, rows in table.groupby("difference", sort=False):
+        seeds = ", ".join(sorted(set(map(str, rows["seeds"]))))  # "adapting/other", e.g. "3/3"
+        over = f"over seeds ({seeds}, {', '.join(sorted(set(map(str, rows['method']))))})"
+        for label, column in (("users resampled", "users: adapting is"), (over, "seeds: adapting is")):
+            by_verdict = rows.groupby(column, sort=False)["metric"].apply(list)
+            parts = [f"{words} {', '.join(by_verdict[v])}" for v, words in VERDICT_WORDS.items() if v in by_verdict]
+            sentences.append(f"{difference}, {label}: " + "; ".join(parts) + ".")
+    return sentences
+
+
 def markdown(table: pd.DataFrame) -> str:
     """A frame as a Markdown table (no extra dependency)."""
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
@@ -201,7 +223,8 @@ def _cell(mean: float, low: float, high: float) -> str:
 
 
 def main(argv=None) -> int:
-    """``python -m ttt4rec_edu.adaptation RESULTS [--split 3:2:5]``: the comparison as a Markdown table."""
+    """``python -m ttt4rec_edu.adaptation RESULTS [--split 3:2:5]``: the comparison as a Markdown table, then
+    its :func:`reading` in words."""
     import argparse
     import sys
 
@@ -218,6 +241,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(markdown(table))
+    print()
+    print("\n".join(f"- {sentence}" for sentence in reading(table)))
     return 0
 
 
