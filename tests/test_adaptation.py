@@ -10,7 +10,7 @@ import pytest
 from ttt4rec_edu import analysis
 from ttt4rec_edu.adaptation import (ARM_NAMES, PAIRS, arm_differences, arm_experiments, finished_seeds,
                                     is_derived, seed_differences, verdict)
-from ttt4rec_edu.adaptation import comparison_table, main, reading
+from ttt4rec_edu.adaptation import comparison_table, main, reading, seed_differences_by_group
 from ttt4rec_edu.experiments import METRICS, run_dir
 from ttt4rec_edu.runner import RECORD_NAME
 from ttt4rec_edu.train import METRICS_NAME, RANKS_NAME
@@ -128,3 +128,32 @@ def test_the_reading_says_each_verdict_of_the_table_and_nothing_else():
         "adapt − η = 0 at test, users resampled: no runs for HR@10, HR@50, NDCG@10, NDCG@50.",
         "adapt − η = 0 at test, over seeds (0/0, paired by seed): no interval (under two seeds) on HR@10, HR@50, "
         "NDCG@10, NDCG@50."]
+
+
+def test_seed_intervals_by_group_are_each_groups_own_over_the_seeds(tmp_path):
+    """Within a group every run's metric is its mean over the group's samples; the pairing is the overall one."""
+    arms = arm_experiments("3:2:5")
+    samples = pd.DataFrame({"user": [0, 1, 2, 3], "history": [1, 1, 5, 5]})
+    ranks = {"adapting": [[1, 3, 20, 2], [1, 2, 11, 4], [2, 2, 9, 1]],
+             "fixed W0": [[2, 3, 30, 5], [1, 9, 12, 4], [3, 1, 15, 2]],
+             "η = 0 at test": [[5, 6, 40, 9], [4, 4, 30, 8], [6, 2, 25, 3]]}
+    for name, per_seed in ranks.items():
+        for s, r in enumerate(per_seed):
+            _write_run(tmp_path, arms[name], s, r, derived=name == "η = 0 at test")
+    seeds = {name: [0, 1, 2] for name in ARM_NAMES}
+    groups = {"earlier items": analysis.length_buckets(samples["history"], edges=(1, 2))}
+    table = seed_differences_by_group(tmp_path, arms, seeds, {"η = 0 at test": True}, samples, groups,
+                                      metrics=["ndcg@10"]).set_index(["difference", "group"])
+    assert set(table.index.get_level_values("group")) == {"1", "2+"}
+    for group, rows in (("1", [0, 1]), ("2+", [2, 3])):
+        value = {name: [analysis.per_sample_metric(np.array(r), "ndcg@10")[rows].mean() for r in per_seed]
+                 for name, per_seed in ranks.items()}
+        welch = table.loc[("adapt − fixed W0", group)]
+        assert welch["method"] == "Welch" and (welch["mean"], welch["low"], welch["high"]) == pytest.approx(
+            analysis.welch_interval(value["adapting"], value["fixed W0"]))
+        paired = table.loc[("adapt − η = 0 at test", group)]
+        assert paired["method"] == "paired by seed" and (paired["mean"], paired["low"]) == pytest.approx(
+            analysis.mean_interval(np.subtract(value["adapting"], value["η = 0 at test"]))[:2])
+    # a test split of another size is refused, not misaligned
+    with pytest.raises(ValueError, match="holds 4 ranks but the test split has 3 samples"):
+        seed_differences_by_group(tmp_path, arms, seeds, {}, samples.iloc[:3], {"x": [0, 0, 1]})

@@ -28,7 +28,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .analysis import mean_interval, paired_differences, seed_mean_metric, welch_interval
+from .analysis import (load_test_ranks, mean_interval, metric_by_group, paired_differences, seed_mean_metric,
+                       welch_interval)
 from .experiments import METRICS, Experiment, run_dir, select, table_experiments
 from .train import METRICS_NAME
 
@@ -39,7 +40,7 @@ PAIRS: Dict[str, Tuple[str, str]] = {
 }
 
 __all__ = ["ARM_NAMES", "PAIRS", "arm_experiments", "finished_seeds", "is_derived", "arm_differences",
-           "seed_differences", "verdict", "comparison_table", "reading", "markdown"]
+           "seed_differences", "seed_differences_by_group", "verdict", "comparison_table", "reading", "markdown"]
 
 
 def arm_experiments(split: str, table: str = "beauty", backbone: str = "transformer",
@@ -139,6 +140,34 @@ def seed_differences(results: pd.DataFrame, derived: Mapping[str, bool],
                 method = "one seed: no interval"
             rows.append({**row, "mean": mean, "low": low, "high": high, "method": method})
     return pd.DataFrame(rows)
+
+
+def seed_differences_by_group(out, arms: Mapping[str, Experiment], seeds: Mapping[str, Sequence[int]],
+                              derived: Mapping[str, bool], samples: pd.DataFrame, groups: Mapping[str, object],
+                              metrics: Sequence[str] = METRICS,
+                              pairs: Mapping[str, Tuple[str, str]] = PAIRS) -> pd.DataFrame:
+    """:func:`seed_differences` within each group: every run's metric is its mean over the group's test samples
+    (from the run's saved ranks), and the pairs are compared over seeds as overall (Welch for separately trained
+    arms, paired by seed for a derived one). ``groups``: axis name → one label per test sample, as for
+    :func:`arm_differences`. Returns :func:`seed_differences`' rows with ``axis`` and ``group`` columns."""
+    frames = []
+    for axis, labels in groups.items():
+        per_run = []
+        for name, experiment in arms.items():
+            for s in seeds.get(name, ()):
+                ranks = load_test_ranks(out, experiment, s, expected_samples=len(samples))
+                means = pd.DataFrame({m: metric_by_group(ranks, labels, m)[m] for m in metrics})
+                per_run.append(means.rename_axis("group").reset_index().assign(arm=name, seed=s))
+        if not per_run:
+            continue
+        runs = pd.concat(per_run, ignore_index=True)
+        for group, part in runs.groupby("group", observed=True, sort=True):
+            frames.append(seed_differences(part, derived, metrics, pairs).assign(axis=axis, group=group))
+    if not frames:
+        return pd.DataFrame(columns=["metric", "difference", "axis", "group", "mean", "low", "high", "method"])
+    result = pd.concat(frames, ignore_index=True)
+    columns = ["metric", "difference", "axis", "group"]
+    return result[columns + [c for c in result.columns if c not in columns]]
 
 
 def verdict(low: float, high: float) -> str:
