@@ -119,15 +119,15 @@ def test_the_reading_says_each_verdict_of_the_table_and_nothing_else():
         rows.append({"difference": "adapt − fixed W0", "metric": metric, "users: adapting is": users,
                      "seeds": "3/3", "method": "Welch", "seeds: adapting is": seeds})
         rows.append({"difference": "adapt − η = 0 at test", "metric": metric, "users: adapting is": "no runs",
-                     "seeds": "0/0", "method": "paired by seed", "seeds: adapting is": "no interval"})
+                     "seeds": "0/0", "method": "no runs", "seeds: adapting is": "no interval"})
     assert reading(pd.DataFrame(rows)) == [
         "adapt − fixed W0, users resampled: adapting is better on HR@50; adapting is worse on HR@10, NDCG@10; "
         "cannot tell on NDCG@50.",
         "adapt − fixed W0, over seeds (3/3, Welch): adapting is better on HR@50; adapting is worse on NDCG@10; "
         "cannot tell on HR@10, NDCG@50.",
         "adapt − η = 0 at test, users resampled: no runs for HR@10, HR@50, NDCG@10, NDCG@50.",
-        "adapt − η = 0 at test, over seeds (0/0, paired by seed): no interval (under two seeds) on HR@10, HR@50, "
-        "NDCG@10, NDCG@50."]
+        "adapt − η = 0 at test, over seeds (0/0): no interval (under two seeds) on HR@10, HR@50, NDCG@10, "
+        "NDCG@50."]
 
 
 def test_seed_intervals_by_group_are_each_groups_own_over_the_seeds(tmp_path):

@@ -228,7 +228,8 @@ def reading(table: pd.DataFrame) -> list:
     sentences = []
     for difference, rows in table.groupby("difference", sort=False):
         seeds = ", ".join(sorted(set(map(str, rows["seeds"]))))  # "adapting/other", e.g. "3/3"
-        over = f"over seeds ({seeds}, {', '.join(sorted(set(map(str, rows['method']))))})"
+        methods = sorted(m for m in set(map(str, rows["method"])) if m in ("Welch", "paired by seed"))
+        over = f"over seeds ({', '.join([seeds] + methods)})"  # "one seed" / "no runs" say it in the verdicts
         for label, column in (("users resampled", "users: adapting is"), (over, "seeds: adapting is")):
             by_verdict = rows.groupby(column, sort=False)["metric"].apply(list)
             parts = [f"{words} {', '.join(by_verdict[v])}" for v, words in VERDICT_WORDS.items() if v in by_verdict]
