@@ -60,7 +60,7 @@ def expected_cell(row, metric: str) -> str:
 
 def test_the_readme_has_marked_results_tables():
     tables = list(marked_tables((REPO / "README.md").read_text()))
-    assert len(tables) >= 2, "the README's 6-epoch tables (3:2:5, 6:2:2) and the converged one carry markers"
+    assert len(tables) >= 3, "the README's 6-epoch tables (3:2:5, 6:2:2) and the converged one carry markers"
 
 
 @pytest.mark.parametrize("path, split, header, rows", list(marked_tables((REPO / "README.md").read_text())),
@@ -87,3 +87,45 @@ def test_a_readme_results_table_is_the_committed_results(path, split, header, ro
             shown = cells[columns[metric.upper()]].replace("*", "")
             assert shown == expected_cell(row, metric), f"{path} {split} {cells[0]} {metric}: README {shown!r}"
     assert len(seen) == len(rows), f"{path} {split}: a model appears twice"
+
+
+ADAPTATION_MARKER = re.compile(r"^<!-- adaptation: (?P<path>\S+) split=(?P<split>\S+) -->$")
+
+
+def test_the_readmes_adaptation_table_over_seeds_is_the_committed_runs():
+    """The over-seeds half of the README's adaptation table (what needs no dataset: the runs' test metrics) is
+    ``adaptation.seed_differences`` of the committed runs; the users-resampled half needs the test split's users,
+    which chapter 9 rebuilds from the data."""
+    from ttt4rec_edu import adaptation
+    from ttt4rec_edu.experiments import collect_results
+
+    text = (REPO / "README.md").read_text()
+    lines = text.splitlines()
+    found = [(i, ADAPTATION_MARKER.match(line.strip())) for i, line in enumerate(lines)]
+    found = [(i, m) for i, m in found if m]
+    assert found, "the README's adaptation table carries its marker"
+    for i, match in found:
+        out, split = REPO / match["path"], match["split"]
+        arms = adaptation.arm_experiments(split)
+        seeds = {name: adaptation.finished_seeds(out, e) for name, e in arms.items()}
+        derived = {name: bool(s) and all(adaptation.is_derived(out, arms[name], k) for k in s)
+                   for name, s in seeds.items()}
+        runs = collect_results(out, list(arms.values()), [0, 1, 2])
+        names = {e.run_key: name for name, e in arms.items()}
+        expected = adaptation.seed_differences(runs.assign(arm=runs["run_key"].map(names)), derived)
+        expected = expected.set_index(["difference", "metric"])
+        rows = []
+        j = i + 1
+        while j < len(lines) and lines[j].startswith("|"):
+            rows.append([c.strip() for c in lines[j].strip().strip("|").split("|")])
+            j += 1
+        header, body = rows[0], rows[2:]
+        assert len(body) == len(expected), f"README line {i + 1}: {len(body)} rows, the runs give {len(expected)}"
+        col = {name: header.index(name) for name in ("difference", "metric", "over seeds (95%)", "seeds",
+                                                      "seeds: adapting is")}
+        for cells in body:
+            e = expected.loc[(cells[col["difference"]], cells[col["metric"]].lower())]
+            assert cells[col["over seeds (95%)"]].replace("−", "-") == adaptation._cell(e["mean"], e["low"],
+                                                                                        e["high"]), cells
+            assert cells[col["seeds"]] == e["seeds"], cells
+            assert cells[col["seeds: adapting is"]] == adaptation.verdict(e["low"], e["high"]), cells
