@@ -4,7 +4,8 @@ cannot leave the README saying something else.
 A results table in the README is announced by a marker line right above it,
 ``<!-- results: book/results/converged/results.csv split=3:2:5 -->``; every row of the table must then be a
 model of that file at that split, with its seed count and, per metric, ``mean ± std`` over seeds as
-``ttt4rec_edu.experiments.summarize`` computes them (4 decimals; a cell of one seed shows the value alone).
+``ttt4rec_edu.experiments.summarize`` computes them, written as ``summary.md`` writes them (``seed_cell``: 4
+decimals; a cell of one seed says "(one seed)").
 Bold marks and a trailing † (fewer than three seeds) are allowed and checked: a row with † has fewer than three
 seeds, a row without has three or more."""
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ttt4rec_edu.experiments import FULL_ROW_SEEDS, METRICS, summarize
+from ttt4rec_edu.experiments import FULL_ROW_SEEDS, METRICS, seed_cell, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"^<!-- results: (?P<path>\S+) split=(?P<split>\S+) -->$")
@@ -53,11 +54,6 @@ def arm_of(name: str):
     return BASELINES[name.split(" (")[0]], True, True
 
 
-def expected_cell(row, metric: str) -> str:
-    std = row[f"{metric}_std"]
-    return f"{row[f'{metric}_mean']:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")
-
-
 def test_the_readme_has_marked_results_tables():
     tables = list(marked_tables((REPO / "README.md").read_text()))
     assert len(tables) >= 3, "the README's 6-epoch tables (3:2:5, 6:2:2) and the converged one carry markers"
@@ -85,7 +81,8 @@ def test_a_readme_results_table_is_the_committed_results(path, split, header, ro
         assert marked == (row["seeds"] < FULL_ROW_SEEDS), f"{cells[0]}: the † mark does not match its seeds"
         for metric in METRICS:
             shown = cells[columns[metric.upper()]].replace("*", "")
-            assert shown == expected_cell(row, metric), f"{path} {split} {cells[0]} {metric}: README {shown!r}"
+            expected = seed_cell(row[f"{metric}_mean"], row[f"{metric}_std"])
+            assert shown == expected, f"{path} {split} {cells[0]} {metric}: README {shown!r}, runs {expected!r}"
     assert len(seen) == len(rows), f"{path} {split}: a model appears twice"
 
 
@@ -94,10 +91,9 @@ ADAPTATION_MARKER = re.compile(r"^<!-- adaptation: (?P<path>\S+) split=(?P<split
 
 def test_the_readmes_adaptation_table_over_seeds_is_the_committed_runs():
     """The over-seeds half of the README's adaptation table (what needs no dataset: the runs' test metrics) is
-    ``adaptation.seed_differences`` of the committed runs; the users-resampled half needs the test split's users,
+    ``adaptation.seed_comparison`` of the committed runs; the users-resampled half needs the test split's users,
     which chapter 9 rebuilds from the data."""
     from ttt4rec_edu import adaptation
-    from ttt4rec_edu.experiments import collect_results
 
     text = (REPO / "README.md").read_text()
     lines = text.splitlines()
@@ -107,13 +103,8 @@ def test_the_readmes_adaptation_table_over_seeds_is_the_committed_runs():
     for i, match in found:
         out, split = REPO / match["path"], match["split"]
         arms = adaptation.arm_experiments(split)
-        seeds = {name: adaptation.finished_seeds(out, e) for name, e in arms.items()}
-        derived = {name: bool(s) and all(adaptation.is_derived(out, arms[name], k) for k in s)
-                   for name, s in seeds.items()}
-        runs = collect_results(out, list(arms.values()), [0, 1, 2])
-        names = {e.run_key: name for name, e in arms.items()}
-        expected = adaptation.seed_differences(runs.assign(arm=runs["run_key"].map(names)), derived)
-        expected = expected.set_index(["difference", "metric"])
+        _, derived = adaptation.finished_arms(out, arms)
+        expected = adaptation.seed_comparison(out, arms, derived).set_index(["difference", "metric"])
         rows = []
         j = i + 1
         while j < len(lines) and lines[j].startswith("|"):

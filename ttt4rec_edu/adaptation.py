@@ -30,7 +30,7 @@ import pandas as pd
 
 from .analysis import (load_test_ranks, mean_interval, metric_by_group, paired_differences, seed_mean_metric,
                        welch_interval)
-from .experiments import METRICS, Experiment, run_dir, select, table_experiments
+from .experiments import METRICS, Experiment, collect_results, run_dir, select, table_experiments
 from .train import METRICS_NAME
 
 ARM_NAMES = ("adapting", "fixed W0", "η = 0 at test")
@@ -39,8 +39,9 @@ PAIRS: Dict[str, Tuple[str, str]] = {
     "adapt − η = 0 at test": ("adapting", "η = 0 at test"),
 }
 
-__all__ = ["ARM_NAMES", "PAIRS", "arm_experiments", "finished_seeds", "is_derived", "arm_differences",
-           "seed_differences", "seed_differences_by_group", "verdict", "comparison_table", "reading", "markdown"]
+__all__ = ["ARM_NAMES", "PAIRS", "arm_experiments", "finished_seeds", "is_derived", "finished_arms",
+           "arm_differences", "seed_differences", "seed_comparison", "seed_differences_by_group", "verdict",
+           "comparison_table", "reading", "markdown"]
 
 
 def arm_experiments(split: str, table: str = "beauty", backbone: str = "transformer",
@@ -69,6 +70,15 @@ def is_derived(out, experiment: Experiment, seed: int) -> bool:
     """Whether a finished run was derived from another run's weights (``ttt4rec_edu.reevaluate``)."""
     metrics = json.loads((run_dir(Path(out), experiment, seed) / METRICS_NAME).read_text())
     return "derived_from" in metrics
+
+
+def finished_arms(out, arms: Mapping[str, Experiment],
+                  seeds: Sequence[int] = (0, 1, 2)) -> Tuple[Dict[str, list], Dict[str, bool]]:
+    """``(seeds_of, derived)``: each arm's finished seeds under ``out``, and whether all of an arm's runs were
+    derived from the adapting run's weights (:func:`is_derived`); what the comparisons below take."""
+    seeds_of = {name: finished_seeds(out, e, seeds) for name, e in arms.items()}
+    derived = {name: bool(s) and all(is_derived(out, arms[name], k) for k in s) for name, s in seeds_of.items()}
+    return seeds_of, derived
 
 
 def arm_differences(out, arms: Mapping[str, Experiment], seeds: Mapping[str, Sequence[int]],
@@ -142,6 +152,15 @@ def seed_differences(results: pd.DataFrame, derived: Mapping[str, bool],
     return pd.DataFrame(rows)
 
 
+def seed_comparison(out, arms: Mapping[str, Experiment], derived: Mapping[str, bool],
+                    seeds: Sequence[int] = (0, 1, 2)) -> pd.DataFrame:
+    """:func:`seed_differences` of the finished runs of ``arms`` under ``out``: their recorded test metrics only,
+    so no dataset is needed. ``derived``: as :func:`finished_arms` returns it."""
+    runs = collect_results(out, list(arms.values()), list(seeds))
+    names = {e.run_key: name for name, e in arms.items()}
+    return seed_differences(runs.assign(arm=runs["run_key"].map(names)), derived)
+
+
 def seed_differences_by_group(out, arms: Mapping[str, Experiment], seeds: Mapping[str, Sequence[int]],
                               derived: Mapping[str, bool], samples: pd.DataFrame, groups: Mapping[str, object],
                               metrics: Sequence[str] = METRICS,
@@ -150,21 +169,18 @@ def seed_differences_by_group(out, arms: Mapping[str, Experiment], seeds: Mappin
     (from the run's saved ranks), and the pairs are compared over seeds as overall (Welch for separately trained
     arms, paired by seed for a derived one). ``groups``: axis name → one label per test sample, as for
     :func:`arm_differences`. Returns :func:`seed_differences`' rows with ``axis`` and ``group`` columns."""
+    ranks = {(name, s): load_test_ranks(out, experiment, s, expected_samples=len(samples))
+             for name, experiment in arms.items() for s in seeds.get(name, ())}
+    if not (ranks and groups):
+        return pd.DataFrame(columns=["metric", "difference", "axis", "group", "mean", "low", "high", "method"])
     frames = []
     for axis, labels in groups.items():
-        per_run = []
-        for name, experiment in arms.items():
-            for s in seeds.get(name, ()):
-                ranks = load_test_ranks(out, experiment, s, expected_samples=len(samples))
-                means = pd.DataFrame({m: metric_by_group(ranks, labels, m)[m] for m in metrics})
-                per_run.append(means.rename_axis("group").reset_index().assign(arm=name, seed=s))
-        if not per_run:
-            continue
+        per_run = [pd.DataFrame({m: metric_by_group(r, labels, m)[m] for m in metrics})
+                   .rename_axis("group").reset_index().assign(arm=name, seed=s)
+                   for (name, s), r in ranks.items()]
         runs = pd.concat(per_run, ignore_index=True)
         for group, part in runs.groupby("group", observed=True, sort=True):
             frames.append(seed_differences(part, derived, metrics, pairs).assign(axis=axis, group=group))
-    if not frames:
-        return pd.DataFrame(columns=["metric", "difference", "axis", "group", "mean", "low", "high", "method"])
     result = pd.concat(frames, ignore_index=True)
     columns = ["metric", "difference", "axis", "group"]
     return result[columns + [c for c in result.columns if c not in columns]]
@@ -190,18 +206,14 @@ def comparison_table(out, split: str = "3:2:5", data_source: str = "amazon-beaut
     split's ``analysis.sample_table`` when the caller has it (else it is rebuilt from ``data_source``)."""
     from .analysis import sample_table
     from .data.registry import DataRequest, get_dataset_info
-    from .experiments import collect_results
 
     arms = arm_experiments(split)
-    seeds_of = {name: finished_seeds(out, e, seeds) for name, e in arms.items()}
-    derived = {name: bool(s) and all(is_derived(out, arms[name], k) for k in s) for name, s in seeds_of.items()}
+    seeds_of, derived = finished_arms(out, arms, seeds)
     if samples is None:
         request = DataRequest(data_source, split, get_dataset_info(data_source).max_len, offline=offline)
         samples = sample_table(request.load()[1].test)
     users = arm_differences(out, arms, seeds_of, samples, num_boot=num_boot)
-    runs = collect_results(out, list(arms.values()), list(seeds))
-    names = {e.run_key: name for name, e in arms.items()}
-    over_seeds = seed_differences(runs.assign(arm=runs["run_key"].map(names)), derived)
+    over_seeds = seed_comparison(out, arms, derived, seeds)
     rows = []
     for _, d in over_seeds.iterrows():
         u = users[(users["metric"] == d["metric"]) & (users["difference"] == d["difference"])]
@@ -223,8 +235,7 @@ VERDICT_WORDS = {"better": "adapting is better on", "worse": "adapting is worse 
 def reading(table: pd.DataFrame) -> list:
     """:func:`comparison_table` in plain words, one sentence per (difference, kind of interval), e.g.
     ``adapt − fixed W0, users resampled: adapting is better on HR@50; adapting is worse on HR@10, NDCG@10,
-    NDCG@50.`` The verdicts are
-    the table's own, so the words cannot say more than the intervals do."""
+    NDCG@50.`` The verdicts are the table's own, so the words cannot say more than the intervals do."""
     sentences = []
     for difference, rows in table.groupby("difference", sort=False):
         seeds = ", ".join(sorted(set(map(str, rows["seeds"]))))  # "adapting/other", e.g. "3/3"

@@ -522,6 +522,12 @@ def display_name(experiment: Experiment) -> str:
                        or "", "adapt": experiment.adapt, "adapt_at_test": experiment.adapt_at_test})
 
 
+def seed_cell(mean: float, std: float) -> str:
+    """One metric of a summary row: ``mean ± std`` over seeds, or the value alone with "(one seed)" when the std is
+    NaN (a spread of one value is not zero, it is unknown)."""
+    return f"{mean:.4f}" + (" (one seed)" if pd.isna(std) else f" ± {std:.4f}")
+
+
 def format_summary(summary: pd.DataFrame, metrics: Sequence[str] = METRICS, markdown: bool = False) -> str:
     """A text (or markdown) table: per metric ``mean ± std`` (ours, n seeds), the paper's value and Δ%."""
     if summary.empty:
@@ -538,8 +544,7 @@ def format_summary(summary: pd.DataFrame, metrics: Sequence[str] = METRICS, mark
         name = _cell_name(row) + (" †" if seeds < FULL_ROW_SEEDS else "")
         line = [str(row["table"]), dataset, row["split"], name, str(seeds)]
         for m in metrics:
-            std = row[f"{m}_std"]  # NaN for one seed: a spread of one value is not zero, it is unknown
-            line.append(f"{row[f'{m}_mean']:.4f}" + (" (one seed)" if pd.isna(std) else f" ± {std:.4f}"))
+            line.append(seed_cell(row[f"{m}_mean"], row[f"{m}_std"]))
             paper = row[f"paper_{m}"]
             line.append("—" if pd.isna(paper) else f"{paper:.4f}")
             line.append("—" if pd.isna(paper) else f"{row[f'diff_{m}_pct']:+.1f}")
@@ -584,5 +589,5 @@ def write_reports(out: Path, results: pd.DataFrame) -> Dict[str, Path]:
 
 __all__ = ["Experiment", "ExperimentError", "RunSettings", "METRICS", "TABLES", "PAPER_NAMES", "BASELINES",
            "table_experiments", "all_experiments", "select", "paper_results", "paper_datasets", "paper_row",
-           "run_dir", "run_experiments", "collect_results", "summarize", "display_name", "format_summary",
-           "write_reports"]
+           "run_dir", "run_experiments", "collect_results", "summarize", "display_name", "seed_cell",
+           "format_summary", "write_reports"]
