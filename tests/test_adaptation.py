@@ -10,7 +10,7 @@ import pytest
 from ttt4rec_edu import analysis
 from ttt4rec_edu.adaptation import (ARM_NAMES, PAIRS, arm_differences, arm_experiments, finished_seeds,
                                     is_derived, seed_differences, verdict)
-from ttt4rec_edu.adaptation import comparison_table, main, reading, seed_differences_by_group
+from ttt4rec_edu.adaptation import comparison_table, main, reading, seed_differences_by_group, versus_arms
 from ttt4rec_edu.experiments import METRICS, run_dir
 from ttt4rec_edu.runner import RECORD_NAME
 from ttt4rec_edu.train import METRICS_NAME, RANKS_NAME
@@ -157,3 +157,35 @@ def test_seed_intervals_by_group_are_each_groups_own_over_the_seeds(tmp_path):
     # a test split of another size is refused, not misaligned
     with pytest.raises(ValueError, match="holds 4 ranks but the test split has 3 samples"):
         seed_differences_by_group(tmp_path, arms, seeds, {}, samples.iloc[:3], {"x": [0, 0, 1]})
+
+
+def test_versus_a_baseline_compares_ttt4rec_and_its_control_with_that_model(tmp_path, capsys):
+    """``versus_arms`` + ``comparison_table(arms=, pairs=, subject=)``: the same two intervals for other pairs; the
+    verdict columns and the reading name the table's subject, and the differences are those of the runs."""
+    arms, pairs = versus_arms("3:2:5", "sasrec")
+    assert list(arms) == ["TTT4Rec", "fixed W0", "SASRec"]
+    assert arms["TTT4Rec"] == arm_experiments("3:2:5")["adapting"] and arms["SASRec"].model == "sasrec"
+    assert pairs == {"TTT4Rec − SASRec": ("TTT4Rec", "SASRec"), "fixed W0 − SASRec": ("fixed W0", "SASRec")}
+    samples = pd.DataFrame({"user": [0, 0, 1, 2], "history": [1, 2, 1, 1]})
+    ranks = {"TTT4Rec": [[1, 3, 20, 2], [1, 2, 11, 4]], "SASRec": [[2, 3, 30, 5], [1, 9, 12, 4], [4, 4, 4, 4]]}
+    for name, per_seed in ranks.items():
+        for s, r in enumerate(per_seed):
+            _write_run(tmp_path, arms[name], s, r)
+    table = comparison_table(tmp_path, samples=samples, num_boot=50, arms=arms, pairs=pairs,
+                             subject="the first").set_index(["difference", "metric"])
+    row = table.loc["TTT4Rec − SASRec", "NDCG@10"]
+    assert row["seeds"] == "2/3" and row["method"] == "Welch"
+    value = {name: [analysis.per_sample_metric(np.array(r), "ndcg@10").mean() for r in per_seed]
+             for name, per_seed in ranks.items()}
+    expected = analysis.welch_interval(value["TTT4Rec"], value["SASRec"])
+    assert row["over seeds (95%)"] == "{:+.4f} [{:+.4f}, {:+.4f}]".format(*expected)
+    assert row["seeds: the first is"] == verdict(*expected[1:])
+    assert table.loc["fixed W0 − SASRec", "HR@10"]["users: the first is"] == "no runs"
+    words = reading(table.reset_index())
+    assert words[0].startswith("TTT4Rec − SASRec, users resampled: ") and "adapting" not in " ".join(words)
+    assert words[-2] == "fixed W0 − SASRec, users resampled: no runs for HR@10, HR@50, NDCG@10, NDCG@50."
+    with pytest.raises(ValueError, match="no experiment matches"):
+        versus_arms("3:2:5", "no-such-model")
+    assert main([str(tmp_path), "--versus", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

@@ -86,7 +86,8 @@ def test_a_readme_results_table_is_the_committed_results(path, split, header, ro
     assert len(seen) == len(rows), f"{path} {split}: a model appears twice"
 
 
-ADAPTATION_MARKER = re.compile(r"^<!-- adaptation: (?P<path>\S+) split=(?P<split>\S+) -->$")
+ADAPTATION_MARKER = re.compile(r"^<!-- adaptation: (?P<path>\S+) split=(?P<split>\S+)"
+                               r"(?: versus=(?P<versus>\S+))? -->$")
 
 
 def test_the_readmes_adaptation_table_over_seeds_is_the_committed_runs():
@@ -102,9 +103,13 @@ def test_the_readmes_adaptation_table_over_seeds_is_the_committed_runs():
     assert found, "the README's adaptation table carries its marker"
     for i, match in found:
         out, split = REPO / match["path"], match["split"]
-        arms = adaptation.arm_experiments(split)
+        if match["versus"]:   # TTT4Rec and its control against another model (``--versus``)
+            arms, pairs = adaptation.versus_arms(split, match["versus"])
+            verdicts = "seeds: the first is"
+        else:
+            arms, pairs, verdicts = adaptation.arm_experiments(split), adaptation.PAIRS, "seeds: adapting is"
         _, derived = adaptation.finished_arms(out, arms)
-        expected = adaptation.seed_comparison(out, arms, derived).set_index(["difference", "metric"])
+        expected = adaptation.seed_comparison(out, arms, derived, pairs=pairs).set_index(["difference", "metric"])
         rows = []
         j = i + 1
         while j < len(lines) and lines[j].startswith("|"):
@@ -113,10 +118,10 @@ def test_the_readmes_adaptation_table_over_seeds_is_the_committed_runs():
         header, body = rows[0], rows[2:]
         assert len(body) == len(expected), f"README line {i + 1}: {len(body)} rows, the runs give {len(expected)}"
         col = {name: header.index(name) for name in ("difference", "metric", "over seeds (95%)", "seeds",
-                                                      "seeds: adapting is")}
+                                                      verdicts)}
         for cells in body:
             e = expected.loc[(cells[col["difference"]], cells[col["metric"]].lower())]
             assert cells[col["over seeds (95%)"]].replace("−", "-") == adaptation._cell(e["mean"], e["low"],
                                                                                         e["high"]), cells
             assert cells[col["seeds"]] == e["seeds"], cells
-            assert cells[col["seeds: adapting is"]] == adaptation.verdict(e["low"], e["high"]), cells
+            assert cells[col[verdicts]] == adaptation.verdict(e["low"], e["high"]), cells

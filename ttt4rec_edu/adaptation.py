@@ -30,7 +30,8 @@ import pandas as pd
 
 from .analysis import (load_test_ranks, mean_interval, metric_by_group, paired_differences, seed_mean_metric,
                        welch_interval)
-from .experiments import METRICS, Experiment, collect_results, run_dir, select, table_experiments
+from .experiments import (METRICS, Experiment, collect_results, display_name, run_dir, select,
+                          table_experiments)
 from .train import METRICS_NAME
 
 ARM_NAMES = ("adapting", "fixed W0", "η = 0 at test")
@@ -41,7 +42,7 @@ PAIRS: Dict[str, Tuple[str, str]] = {
 
 __all__ = ["ARM_NAMES", "PAIRS", "arm_experiments", "finished_seeds", "is_derived", "finished_arms",
            "arm_differences", "seed_differences", "seed_comparison", "seed_differences_by_group", "verdict",
-           "comparison_table", "reading", "markdown"]
+           "comparison_table", "versus_arms", "reading", "markdown"]
 
 
 def arm_experiments(split: str, table: str = "beauty", backbone: str = "transformer",
@@ -153,12 +154,13 @@ def seed_differences(results: pd.DataFrame, derived: Mapping[str, bool],
 
 
 def seed_comparison(out, arms: Mapping[str, Experiment], derived: Mapping[str, bool],
-                    seeds: Sequence[int] = (0, 1, 2)) -> pd.DataFrame:
+                    seeds: Sequence[int] = (0, 1, 2),
+                    pairs: Mapping[str, Tuple[str, str]] = PAIRS) -> pd.DataFrame:
     """:func:`seed_differences` of the finished runs of ``arms`` under ``out``: their recorded test metrics only,
     so no dataset is needed. ``derived``: as :func:`finished_arms` returns it."""
     runs = collect_results(out, list(arms.values()), list(seeds))
     names = {e.run_key: name for name, e in arms.items()}
-    return seed_differences(runs.assign(arm=runs["run_key"].map(names)), derived)
+    return seed_differences(runs.assign(arm=runs["run_key"].map(names)), derived, pairs=pairs)
 
 
 def seed_differences_by_group(out, arms: Mapping[str, Experiment], seeds: Mapping[str, Sequence[int]],
@@ -199,35 +201,54 @@ def verdict(low: float, high: float) -> str:
 
 
 def comparison_table(out, split: str = "3:2:5", data_source: str = "amazon-beauty", seeds: Sequence[int] = (0, 1, 2),
-                     num_boot: int = 1000, offline: bool = True,
-                     samples: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+                     num_boot: int = 1000, offline: bool = True, samples: Optional[pd.DataFrame] = None,
+                     arms: Optional[Mapping[str, Experiment]] = None,
+                     pairs: Mapping[str, Tuple[str, str]] = PAIRS, subject: str = "adapting") -> pd.DataFrame:
     """The overall comparison of a results folder, one row per (difference, metric): users resampled and over
     seeds, each with its :func:`verdict` (what chapter 9 section 9.7 and the README show). ``samples``: the test
-    split's ``analysis.sample_table`` when the caller has it (else it is rebuilt from ``data_source``)."""
+    split's ``analysis.sample_table`` when the caller has it (else it is rebuilt from ``data_source``).
+
+    By default the pairs are TTT4Rec's arms (:func:`arm_experiments`, :data:`PAIRS`); other ``arms`` and
+    ``pairs`` compare other models the same way (:func:`versus_arms`). ``subject`` names the first side of every
+    pair in the verdict columns (``users: adapting is``, ``seeds: adapting is``)."""
     from .analysis import sample_table
     from .data.registry import DataRequest, get_dataset_info
 
-    arms = arm_experiments(split)
+    arms = arm_experiments(split) if arms is None else arms
     seeds_of, derived = finished_arms(out, arms, seeds)
     if samples is None:
         request = DataRequest(data_source, split, get_dataset_info(data_source).max_len, offline=offline)
         samples = sample_table(request.load()[1].test)
-    users = arm_differences(out, arms, seeds_of, samples, num_boot=num_boot)
-    over_seeds = seed_comparison(out, arms, derived, seeds)
+    users = arm_differences(out, arms, seeds_of, samples, pairs=pairs, num_boot=num_boot)
+    over_seeds = seed_comparison(out, arms, derived, seeds, pairs)
     rows = []
     for _, d in over_seeds.iterrows():
         u = users[(users["metric"] == d["metric"]) & (users["difference"] == d["difference"])]
         u = u.iloc[0] if len(u) else pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan})
         rows.append({"difference": d["difference"], "metric": d["metric"].upper(),
                      "users resampled (95%)": _cell(u["mean"], u["low"], u["high"]),
-                     "users: adapting is": verdict(u["low"], u["high"]) if np.isfinite(u["mean"]) else "no runs",
+                     f"users: {subject} is": verdict(u["low"], u["high"]) if np.isfinite(u["mean"]) else "no runs",
                      "over seeds (95%)": _cell(d["mean"], d["low"], d["high"]), "seeds": d["seeds"],
-                     "method": d["method"], "seeds: adapting is": verdict(d["low"], d["high"])})
+                     "method": d["method"], f"seeds: {subject} is": verdict(d["low"], d["high"])})
     return pd.DataFrame(rows)
 
 
-# each verdict as the words before its metrics, in the order a reading lists them
-VERDICT_WORDS = {"better": "adapting is better on", "worse": "adapting is worse on",
+def versus_arms(split: str, baseline: str = "sasrec",
+                table: str = "beauty") -> Tuple[Dict[str, Experiment], Dict[str, Tuple[str, str]]]:
+    """``(arms, pairs)`` that set TTT4Rec (adapting) and its fixed-W0 control against a baseline model of the same
+    table and split, for :func:`comparison_table` (with ``subject="the first"``): the pairs are
+    ``"TTT4Rec − <baseline>"`` and ``"fixed W0 − <baseline>"``, the baseline named as the results name it."""
+    ttt = arm_experiments(split, table)
+    found = select(table_experiments(table), models=[baseline], splits=[split])
+    if len(found) != 1:
+        raise ValueError(f"table {table!r} has {len(found)} runs of model {baseline!r} at {split}, not one")
+    name = display_name(found[0])
+    arms = {"TTT4Rec": ttt["adapting"], "fixed W0": ttt["fixed W0"], name: found[0]}
+    return arms, {f"TTT4Rec − {name}": ("TTT4Rec", name), f"fixed W0 − {name}": ("fixed W0", name)}
+
+
+# each verdict as the words before its metrics, in the order a reading lists them ({} is the table's subject)
+VERDICT_WORDS = {"better": "{} is better on", "worse": "{} is worse on",
                  "cannot tell": "cannot tell on", "no interval": "no interval (under two seeds) on",
                  "no runs": "no runs for"}
 
@@ -236,14 +257,17 @@ def reading(table: pd.DataFrame) -> list:
     """:func:`comparison_table` in plain words, one sentence per (difference, kind of interval), e.g.
     ``adapt − fixed W0, users resampled: adapting is better on HR@50; adapting is worse on HR@10, NDCG@10,
     NDCG@50.`` The verdicts are the table's own, so the words cannot say more than the intervals do."""
+    users_column = next(c for c in table.columns if c.startswith("users: ") and c.endswith(" is"))
+    subject = users_column[len("users: "):-len(" is")]
     sentences = []
     for difference, rows in table.groupby("difference", sort=False):
         seeds = ", ".join(sorted(set(map(str, rows["seeds"]))))  # "adapting/other", e.g. "3/3"
         methods = sorted(m for m in set(map(str, rows["method"])) if m in ("Welch", "paired by seed"))
         over = f"over seeds ({', '.join([seeds] + methods)})"  # "one seed" / "no runs" say it in the verdicts
-        for label, column in (("users resampled", "users: adapting is"), (over, "seeds: adapting is")):
+        for label, column in (("users resampled", users_column), (over, f"seeds: {subject} is")):
             by_verdict = rows.groupby(column, sort=False)["metric"].apply(list)
-            parts = [f"{words} {', '.join(by_verdict[v])}" for v, words in VERDICT_WORDS.items() if v in by_verdict]
+            parts = [f"{words.format(subject)} {', '.join(by_verdict[v])}"
+                     for v, words in VERDICT_WORDS.items() if v in by_verdict]
             sentences.append(f"{difference}, {label}: " + "; ".join(parts) + ".")
     return sentences
 
@@ -264,8 +288,9 @@ def _cell(mean: float, low: float, high: float) -> str:
 
 
 def main(argv=None) -> int:
-    """``python -m ttt4rec_edu.adaptation RESULTS [--split 3:2:5]``: the comparison as a Markdown table, then
-    its :func:`reading` in words."""
+    """``python -m ttt4rec_edu.adaptation RESULTS [--split 3:2:5] [--versus MODEL]``: the comparison as a
+    Markdown table, then its :func:`reading` in words. With ``--versus sasrec``: TTT4Rec and its fixed-W0 control
+    against that model (:func:`versus_arms`) instead of TTT4Rec's arms against each other."""
     import argparse
     import sys
 
@@ -273,11 +298,17 @@ def main(argv=None) -> int:
     parser.add_argument("results", type=Path, help="a results folder (e.g. book/results/converged)")
     parser.add_argument("--split", default="3:2:5")
     parser.add_argument("--data", default="amazon-beauty", help="the dataset the runs were trained on")
+    parser.add_argument("--versus", metavar="MODEL", help="compare TTT4Rec and its control with this model")
     args = parser.parse_args(argv)
     try:
         if not (args.results / "runs").is_dir():
             raise ValueError(f"{args.results} has no runs/ folder: not a results folder")
-        table = comparison_table(args.results, args.split, args.data)
+        if args.versus:
+            arms, pairs = versus_arms(args.split, args.versus)
+            table = comparison_table(args.results, args.split, args.data, arms=arms, pairs=pairs,
+                                     subject="the first")
+        else:
+            table = comparison_table(args.results, args.split, args.data)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
