@@ -121,7 +121,7 @@ def test_the_readmes_adaptation_table_over_seeds_is_the_committed_runs():
                                                       verdicts)}
         for cells in body:
             e = expected.loc[(cells[col["difference"]], cells[col["metric"]].lower())]
-            assert cells[col["over seeds (95%)"]].replace("−", "-") == adaptation._cell(e["mean"], e["low"],
-                                                                                        e["high"]), cells
+            shown = cells[col["over seeds (95%)"]].replace("−", "-")
+            assert shown == adaptation.interval_cell(e["mean"], e["low"], e["high"]), cells
             assert cells[col["seeds"]] == e["seeds"], cells
             assert cells[col[verdicts]] == adaptation.verdict(e["low"], e["high"]), cells

@@ -42,7 +42,7 @@ PAIRS: Dict[str, Tuple[str, str]] = {
 
 __all__ = ["ARM_NAMES", "PAIRS", "arm_experiments", "finished_seeds", "is_derived", "finished_arms",
            "arm_differences", "seed_differences", "seed_comparison", "seed_differences_by_group", "verdict",
-           "comparison_table", "versus_arms", "reading", "markdown"]
+           "comparison_table", "versus_arms", "reading", "markdown", "interval_cell"]
 
 
 def arm_experiments(split: str, table: str = "beauty", backbone: str = "transformer",
@@ -226,9 +226,9 @@ def comparison_table(out, split: str = "3:2:5", data_source: str = "amazon-beaut
         u = users[(users["metric"] == d["metric"]) & (users["difference"] == d["difference"])]
         u = u.iloc[0] if len(u) else pd.Series({"mean": math.nan, "low": math.nan, "high": math.nan})
         rows.append({"difference": d["difference"], "metric": d["metric"].upper(),
-                     "users resampled (95%)": _cell(u["mean"], u["low"], u["high"]),
+                     "users resampled (95%)": interval_cell(u["mean"], u["low"], u["high"]),
                      f"users: {subject} is": verdict(u["low"], u["high"]) if np.isfinite(u["mean"]) else "no runs",
-                     "over seeds (95%)": _cell(d["mean"], d["low"], d["high"]), "seeds": d["seeds"],
+                     "over seeds (95%)": interval_cell(d["mean"], d["low"], d["high"]), "seeds": d["seeds"],
                      "method": d["method"], f"seeds: {subject} is": verdict(d["low"], d["high"])})
     return pd.DataFrame(rows)
 
@@ -279,7 +279,9 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _cell(mean: float, low: float, high: float) -> str:
+def interval_cell(mean: float, low: float, high: float) -> str:
+    """A difference as the tables print it: ``+0.0021 [+0.0010, +0.0031]``; ``(no interval)`` under two seeds,
+    ``—`` when there is no difference at all (no runs)."""
     if not np.isfinite(mean):
         return "—"
     if not (np.isfinite(low) and np.isfinite(high)):
