@@ -279,3 +279,23 @@ def test_student_t_quantile_is_the_printed_table_and_refuses_bad_input():
     mean, low, high = mean_interval([1.0, 2.0, 3.0])
     assert (mean, high - mean) == pytest.approx((2.0, 4.303 / math.sqrt(3)), abs=5e-4)
     assert low == pytest.approx(2 * mean - high)
+
+
+def test_paired_bootstraps_is_paired_bootstrap_per_key_exactly():
+    """One shared draw of the users gives each difference exactly the rows of its own bootstrap (same seed), with
+    and without groups; a difference of another length is refused."""
+    from ttt4rec_edu.analysis import paired_bootstrap, paired_bootstraps
+    rng = np.random.default_rng(7)
+    users = rng.integers(0, 40, size=300)
+    groups = length_buckets(rng.integers(1, 30, size=300), edges=(1, 5, 13))
+    differences = {("ndcg@10", "a − b"): rng.normal(size=300), ("hr@50", "a − b"): rng.random(300) - 0.4,
+                   "third": np.where(rng.random(300) < 0.5, 1.0, 0.0)}
+    for g in (None, groups):
+        shared = paired_bootstraps(differences, users, g, num_boot=250, seed=11)
+        assert list(shared) == list(differences)
+        for key, d in differences.items():
+            pd.testing.assert_frame_equal(shared[key], paired_bootstrap(d, users, g, num_boot=250, seed=11),
+                                          check_exact=True)
+    assert not shared["third"].equals(shared["ndcg@10", "a − b"])   # each key its own rows, not the first's
+    with pytest.raises(ValueError, match="equal length"):
+        paired_bootstraps({"x": np.zeros(300), "y": np.zeros(299)}, users)

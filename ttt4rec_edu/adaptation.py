@@ -28,7 +28,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .analysis import (load_test_ranks, mean_interval, metric_by_group, paired_differences, seed_mean_metric,
+from .analysis import (load_test_ranks, mean_interval, metric_by_group, paired_bootstraps, seed_mean_metric,
                        welch_interval)
 from .experiments import (METRICS, Experiment, collect_results, display_name, run_dir, select,
                           table_experiments)
@@ -102,14 +102,18 @@ def arm_differences(out, arms: Mapping[str, Experiment], seeds: Mapping[str, Seq
     if not usable:
         return pd.DataFrame(columns=["metric", "difference", "axis", "group", "mean", "low", "high"])
     axes = dict(groups) if groups else {"all": None}
+    differences = {}
+    for metric in metrics:
+        per_sample = {name: seed_mean_metric(out, arms[name], seeds[name], len(samples), metric)
+                      for name in {a for pair in usable.values() for a in pair}}
+        differences.update({(metric, label): per_sample[a] - per_sample[b] for label, (a, b) in usable.items()})
+    # one bootstrap per axis for every (metric, pair): the same users drawn once, not once per pair and metric
+    by_axis = {axis: paired_bootstraps(differences, samples["user"].to_numpy(), labels, num_boot=num_boot, seed=seed)
+               for axis, labels in axes.items()}
     frames = []
     for metric in metrics:
-        per_sample = pd.DataFrame({
-            name: seed_mean_metric(out, arms[name], seeds[name], len(samples), metric)
-            for name in {a for pair in usable.values() for a in pair}})
-        for axis, labels in axes.items():
-            table = paired_differences(per_sample, usable, samples["user"].to_numpy(), labels,
-                                       num_boot=num_boot, seed=seed)
+        for axis in axes:
+            table = pd.concat({label: by_axis[axis][metric, label] for label in usable}, names=["difference", "group"])
             frames.append(table.reset_index().assign(metric=metric, axis=axis))
     result = pd.concat(frames, ignore_index=True)
     columns = ["metric", "difference", "axis", "group"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Hashable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ from .train import METRICS_NAME, RANKS_NAME
 __all__ = ["mean_interval", "welch_interval", "student_t_quantile", "learning_curves", "epoch_costs",
            "load_test_ranks", "sample_table", "match_samples", "per_sample_metric", "seed_mean_metric",
            "metric_by_group", "length_buckets", "test_steps", "paired_differences", "paired_bootstrap",
+           "paired_bootstraps",
            "RunFilesError"]
 
 
@@ -275,14 +276,24 @@ def paired_bootstrap(difference, users, groups=None, num_boot: int = 1000, seed:
     Returns: rows indexed by group with ``mean``, ``low``, ``high``, ``samples``, ``users``, ``share_better``
     (fraction of users whose mean difference is > 0), ``share_worse`` (< 0).
     """
-    difference = np.asarray(difference, dtype=np.float64)
+    return paired_bootstraps({"": difference}, users, groups, num_boot, seed, level)[""]
+
+
+def paired_bootstraps(differences: Mapping[Hashable, object], users, groups=None, num_boot: int = 1000,
+                      seed: int = 0, level: float = 0.95) -> Dict[Hashable, pd.DataFrame]:
+    """:func:`paired_bootstrap` of several per-sample differences on the same samples, e.g. every (metric, pair)
+    of a comparison: ``{key: paired_bootstrap(differences[key], users, groups, ...)}``, exactly (the same
+    seed gives the same resampled users to every key), but the users are drawn once per group and shared by all
+    keys instead of once per key, and drawing them is most of a bootstrap's work."""
     users = np.asarray(users)
-    if difference.shape != users.shape or difference.ndim != 1:
-        raise ValueError(f"difference and users must be 1-D of equal length, got {difference.shape} and {users.shape}")
+    differences = {key: np.asarray(d, dtype=np.float64) for key, d in differences.items()}
+    for d in differences.values():
+        if d.shape != users.shape or d.ndim != 1:
+            raise ValueError(f"difference and users must be 1-D of equal length, got {d.shape} and {users.shape}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
-    parts: Dict[str, np.ndarray] = {"all": np.ones(len(difference), dtype=bool)}
+    parts: Dict[str, np.ndarray] = {"all": np.ones(len(users), dtype=bool)}
     if groups is not None:
         groups = pd.Series(groups)
         labels = groups.cat.categories if hasattr(groups, "cat") else sorted(groups.unique())
@@ -290,26 +301,29 @@ def paired_bootstrap(difference, users, groups=None, num_boot: int = 1000, seed:
             mask = (groups == label).to_numpy()
             if mask.any():
                 parts[str(label)] = mask
-    rows = {}
+    rows: Dict[Hashable, dict] = {key: {} for key in differences}
     tail = (1 - level) / 2
     for name, mask in parts.items():
         # per-user sums and counts: resampling users = reweighting these by multinomial counts
         codes, user_index = np.unique(users[mask], return_inverse=True)
-        sums = np.bincount(user_index, weights=difference[mask], minlength=len(codes))
         counts = np.bincount(user_index, minlength=len(codes)).astype(np.float64)
-        estimates = []
+        sums = {key: np.bincount(user_index, weights=d[mask], minlength=len(codes))
+                for key, d in differences.items()}
+        estimates = {key: [] for key in differences}
         for start in range(0, num_boot, 100):  # 100 replicates at a time keep the weight matrix small
             reps = min(100, num_boot - start)
             weights = rng.multinomial(len(codes), np.full(len(codes), 1.0 / len(codes)), size=reps)
-            estimates.append((weights @ sums) / np.maximum(weights @ counts, 1.0))
-        estimates = np.concatenate(estimates)
-        per_user = sums / counts
-        rows[name] = {"mean": sums.sum() / counts.sum(), "low": float(np.quantile(estimates, tail)),
-                      "high": float(np.quantile(estimates, 1 - tail)), "samples": int(counts.sum()),
-                      "users": len(codes), "share_better": float(np.mean(per_user > 0)),
-                      "share_worse": float(np.mean(per_user < 0))}
-    return pd.DataFrame.from_dict(rows, orient="index")
-
+            drawn = np.maximum(weights @ counts, 1.0)
+            for key, total in sums.items():
+                estimates[key].append((weights @ total) / drawn)
+        for key, total in sums.items():
+            replicates = np.concatenate(estimates[key])
+            per_user = total / counts
+            rows[key][name] = {"mean": total.sum() / counts.sum(), "low": float(np.quantile(replicates, tail)),
+                               "high": float(np.quantile(replicates, 1 - tail)), "samples": int(counts.sum()),
+                               "users": len(codes), "share_better": float(np.mean(per_user > 0)),
+                               "share_worse": float(np.mean(per_user < 0))}
+    return {key: pd.DataFrame.from_dict(r, orient="index") for key, r in rows.items()}
 
 
 def paired_differences(per_sample: pd.DataFrame, pairs: Dict[str, Tuple[str, str]], users, groups=None,
@@ -327,6 +341,6 @@ def paired_differences(per_sample: pd.DataFrame, pairs: Dict[str, Tuple[str, str
     missing = sorted({c for pair in pairs.values() for c in pair} - set(per_sample.columns))
     if missing:
         raise KeyError(f"per_sample has no column(s) {missing} (it has {list(per_sample.columns)})")
-    return pd.concat({label: paired_bootstrap(per_sample[a].to_numpy() - per_sample[b].to_numpy(), users, groups,
-                                              num_boot=num_boot, seed=seed, level=level)
-                      for label, (a, b) in pairs.items()}, names=["difference", "group"])
+    differences = {label: per_sample[a].to_numpy() - per_sample[b].to_numpy() for label, (a, b) in pairs.items()}
+    return pd.concat(paired_bootstraps(differences, users, groups, num_boot=num_boot, seed=seed, level=level),
+                     names=["difference", "group"])
