@@ -1223,6 +1223,27 @@ def new_document(args, device, deadline: Deadline, argv: Sequence[str]) -> Dict[
                       for key, title in PARTS}}
 
 
+# Modules torch imports lazily in the middle of a part (the TTT modes' gradient checks load torch._dynamo, and with
+# it sympy). Imported before any alarm is armed: an alarm that stopped a part in the middle of such an import would
+# leave a half-initialised module behind, and every later part would fail on it ("module 'sympy' has no attribute
+# 'printing'", seen in a rehearsal on a loaded machine when part b's share ran out during that import).
+LAZY_IMPORTS = ("sympy", "torch._dynamo")
+
+
+def preload_lazy_imports() -> List[str]:
+    """Import :data:`LAZY_IMPORTS` now; returns ``"module: error"`` for each one that could not be imported (a part
+    that needs it then fails on its own, as it would have)."""
+    import importlib
+
+    missing = []
+    for name in LAZY_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - only a preload: the part that needs it reports the error
+            missing.append(f"{name}: {type(err).__name__}: {err}")
+    return missing
+
+
 def device_command(commit: str) -> str:
     """:data:`DEVICE_COMMAND` with its ``COMMIT`` placeholder replaced by ``commit``."""
     return DEVICE_COMMAND.replace(f"{COMMIT_ENV}=COMMIT", f"{COMMIT_ENV}={commit}", 1)
@@ -1302,6 +1323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ttt4rec_edu.train import check_device
     from ttt4rec_edu.utils import resolve_device
 
+    unloaded = preload_lazy_imports()  # before any alarm: see LAZY_IMPORTS
+
     try:
         device = resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
@@ -1324,6 +1347,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             report.doc["parts"][key].update(status="skipped", reason=f"not selected (--parts {args.parts})")
     print(f"gpu_check on {report.doc['device']['name']} ({device}); deadline {seconds:.0f} s; "
           f"writing {report.json_path}", flush=True)
+    for problem in unloaded:
+        print(f"could not preload {problem}", flush=True)
     try:
         # the shares protect part c's time; a run without part c (a targeted rerun) gives its parts all of it
         run_parts([(k, functions[k]) for k, _ in PARTS if k in args.parts or k == "e"], report, deadline, ctx=ctx,

@@ -445,3 +445,17 @@ def test_a_targeted_rerun_gives_its_part_the_whole_deadline(tmp_path):
 
     script.run_parts([("a", a_bit), ("e", lambda rec: "ok")], report, deadline, shares={})
     assert json.loads(report.json_path.read_text())["parts"]["a"]["status"] == "ok"
+
+
+def test_modules_torch_loads_lazily_are_imported_before_any_alarm(tmp_path):
+    """An alarm that stops a part in the middle of torch's lazy import of torch._dynamo (and sympy) left a
+    half-initialised sympy behind, and every later part failed on it. Part a alone never imports them, so a run of
+    part a that ends with both loaded shows that main imported them up front, outside any alarm."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'scripts')!r}); import gpu_check; "
+            f"code = gpu_check.main(['--device', 'cpu', '--tiny', '--parts', 'a', '--out', {str(tmp_path)!r}]); "
+            "print('loaded:', [m for m in gpu_check.LAZY_IMPORTS if m in sys.modules], code)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loaded: ['sympy', 'torch._dynamo'] 0" in proc.stdout, proc.stdout[-2000:]
+    assert "could not preload" not in proc.stdout
