@@ -10,7 +10,8 @@ import pytest
 from ttt4rec_edu import analysis
 from ttt4rec_edu.adaptation import (ARM_NAMES, PAIRS, arm_differences, arm_experiments, finished_seeds,
                                     is_derived, seed_differences, verdict)
-from ttt4rec_edu.adaptation import comparison_table, main, reading, seed_differences_by_group, versus_arms
+from ttt4rec_edu.adaptation import (comparison_arms, comparison_table, main, reading, seed_differences_by_group,
+                                    versus_arms)
 from ttt4rec_edu.experiments import METRICS, run_dir
 from ttt4rec_edu.runner import RECORD_NAME
 from ttt4rec_edu.train import METRICS_NAME, RANKS_NAME
@@ -160,8 +161,9 @@ def test_seed_intervals_by_group_are_each_groups_own_over_the_seeds(tmp_path):
 
 
 def test_versus_a_baseline_compares_ttt4rec_and_its_control_with_that_model(tmp_path, capsys):
-    """``versus_arms`` + ``comparison_table(arms=, pairs=, subject=)``: the same two intervals for other pairs; the
-    verdict columns and the reading name the table's subject, and the differences are those of the runs."""
+    """``versus_arms`` / ``comparison_arms`` + ``comparison_table(versus=)``: the same two intervals for other
+    pairs; the verdict columns and the reading name the table's subject, and the differences are those of the
+    runs."""
     arms, pairs = versus_arms("3:2:5", "sasrec")
     assert list(arms) == ["TTT4Rec", "fixed W0", "SASRec"]
     assert arms["TTT4Rec"] == arm_experiments("3:2:5")["adapting"] and arms["SASRec"].model == "sasrec"
@@ -171,8 +173,10 @@ def test_versus_a_baseline_compares_ttt4rec_and_its_control_with_that_model(tmp_
     for name, per_seed in ranks.items():
         for s, r in enumerate(per_seed):
             _write_run(tmp_path, arms[name], s, r)
-    table = comparison_table(tmp_path, samples=samples, num_boot=50, arms=arms, pairs=pairs,
-                             subject="the first").set_index(["difference", "metric"])
+    assert comparison_arms("3:2:5", "sasrec") == (arms, pairs, "the first")
+    assert comparison_arms("3:2:5") == (arm_experiments("3:2:5"), PAIRS, "adapting")
+    table = comparison_table(tmp_path, samples=samples, num_boot=50, versus="sasrec").set_index(
+        ["difference", "metric"])
     row = table.loc["TTT4Rec − SASRec", "NDCG@10"]
     assert row["seeds"] == "2/3" and row["method"] == "Welch"
     value = {name: [analysis.per_sample_metric(np.array(r), "ndcg@10").mean() for r in per_seed]

@@ -104,11 +104,9 @@ def test_the_readmes_adaptation_table_over_seeds_is_the_committed_runs():
     assert any(m["versus"] for _, m in found), "the README's TTT4Rec-against-SASRec table carries its marker"
     for i, match in found:
         out, split = REPO / match["path"], match["split"]
-        if match["versus"]:   # TTT4Rec and its control against another model (``--versus``)
-            arms, pairs = adaptation.versus_arms(split, match["versus"])
-            verdicts = "seeds: the first is"
-        else:
-            arms, pairs, verdicts = adaptation.arm_experiments(split), adaptation.PAIRS, "seeds: adapting is"
+        # versus=MODEL: TTT4Rec and its control against that model (``--versus``)
+        arms, pairs, subject = adaptation.comparison_arms(split, match["versus"])
+        verdicts = f"seeds: {subject} is"
         _, derived = adaptation.finished_arms(out, arms)
         expected = adaptation.seed_comparison(out, arms, derived, pairs=pairs).set_index(["difference", "metric"])
         rows = []

@@ -42,7 +42,7 @@ PAIRS: Dict[str, Tuple[str, str]] = {
 
 __all__ = ["ARM_NAMES", "PAIRS", "arm_experiments", "finished_seeds", "is_derived", "finished_arms",
            "arm_differences", "seed_differences", "seed_comparison", "seed_differences_by_group", "verdict",
-           "comparison_table", "versus_arms", "reading", "markdown", "interval_cell"]
+           "comparison_table", "comparison_arms", "versus_arms", "reading", "markdown", "interval_cell"]
 
 
 def arm_experiments(split: str, table: str = "beauty", backbone: str = "transformer",
@@ -206,19 +206,16 @@ def verdict(low: float, high: float) -> str:
 
 def comparison_table(out, split: str = "3:2:5", data_source: str = "amazon-beauty", seeds: Sequence[int] = (0, 1, 2),
                      num_boot: int = 1000, offline: bool = True, samples: Optional[pd.DataFrame] = None,
-                     arms: Optional[Mapping[str, Experiment]] = None,
-                     pairs: Mapping[str, Tuple[str, str]] = PAIRS, subject: str = "adapting") -> pd.DataFrame:
+                     versus: Optional[str] = None) -> pd.DataFrame:
     """The overall comparison of a results folder, one row per (difference, metric): users resampled and over
     seeds, each with its :func:`verdict` (what chapter 9 section 9.7 and the README show). ``samples``: the test
     split's ``analysis.sample_table`` when the caller has it (else it is rebuilt from ``data_source``).
-
-    By default the pairs are TTT4Rec's arms (:func:`arm_experiments`, :data:`PAIRS`); other ``arms`` and
-    ``pairs`` compare other models the same way (:func:`versus_arms`). ``subject`` names the first side of every
-    pair in the verdict columns (``users: adapting is``, ``seeds: adapting is``)."""
+    ``versus``: the arms and pairs of :func:`comparison_arms` (TTT4Rec's arms, or TTT4Rec and its control
+    against that model); its subject names the verdict columns (``users: adapting is``, ``seeds: adapting is``)."""
     from .analysis import sample_table
     from .data.registry import DataRequest, get_dataset_info
 
-    arms = arm_experiments(split) if arms is None else arms
+    arms, pairs, subject = comparison_arms(split, versus)
     seeds_of, derived = finished_arms(out, arms, seeds)
     if samples is None:
         request = DataRequest(data_source, split, get_dataset_info(data_source).max_len, offline=offline)
@@ -240,7 +237,7 @@ def comparison_table(out, split: str = "3:2:5", data_source: str = "amazon-beaut
 def versus_arms(split: str, baseline: str = "sasrec",
                 table: str = "beauty") -> Tuple[Dict[str, Experiment], Dict[str, Tuple[str, str]]]:
     """``(arms, pairs)`` that set TTT4Rec (adapting) and its fixed-W0 control against a baseline model of the same
-    table and split, for :func:`comparison_table` (with ``subject="the first"``): the pairs are
+    table and split (:func:`comparison_arms` with ``versus=baseline``): the pairs are
     ``"TTT4Rec − <baseline>"`` and ``"fixed W0 − <baseline>"``, the baseline named as the results name it."""
     ttt = arm_experiments(split, table)
     found = select(table_experiments(table), models=[baseline], splits=[split])
@@ -249,6 +246,16 @@ def versus_arms(split: str, baseline: str = "sasrec",
     name = display_name(found[0])
     arms = {"TTT4Rec": ttt["adapting"], "fixed W0": ttt["fixed W0"], name: found[0]}
     return arms, {f"TTT4Rec − {name}": ("TTT4Rec", name), f"fixed W0 − {name}": ("fixed W0", name)}
+
+
+def comparison_arms(split: str, versus: Optional[str] = None,
+                    table: str = "beauty") -> Tuple[Dict[str, Experiment], Dict[str, Tuple[str, str]], str]:
+    """``(arms, pairs, subject)`` of a comparison: TTT4Rec's arms against each other (``versus=None``: :data:`PAIRS`,
+    said of "adapting"), or TTT4Rec and its control against the model ``versus`` (:func:`versus_arms`, said of
+    "the first" of each pair)."""
+    if versus is None:
+        return arm_experiments(split, table), dict(PAIRS), "adapting"
+    return (*versus_arms(split, versus, table), "the first")
 
 
 # each verdict as the words before its metrics, in the order a reading lists them ({} is the table's subject)
@@ -309,12 +316,7 @@ def main(argv=None) -> int:
     try:
         if not (args.results / "runs").is_dir():
             raise ValueError(f"{args.results} has no runs/ folder: not a results folder")
-        if args.versus:
-            arms, pairs = versus_arms(args.split, args.versus)
-            table = comparison_table(args.results, args.split, args.data, arms=arms, pairs=pairs,
-                                     subject="the first")
-        else:
-            table = comparison_table(args.results, args.split, args.data)
+        table = comparison_table(args.results, args.split, args.data, versus=args.versus)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
